@@ -1,0 +1,44 @@
+"""LayerSync (arXiv 2510.12581) for any Hugging Face diffusion transformer, through forward hooks."""
+
+from .blocks import Block, default_teacher, recommend_pair, unwrap
+from .capture import Activation, BlockCapture
+from .config import LayerSyncConfig
+from .errors import (
+    BlockIndexError,
+    LayerSyncConfigError,
+    LayerSyncError,
+    MissingActivationsError,
+    ShapeMismatchError,
+    UnknownModelError,
+)
+from .layersync import LayerSync
+from .layouts import LAYOUTS, BlockLayout, CallInputs, Stack, lookup_layout, register_layout, unregister_layout
+from .loss import layersync_loss, token_similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Block",
+    "BlockCapture",
+    "BlockIndexError",
+    "BlockLayout",
+    "CallInputs",
+    "LAYOUTS",
+    "LayerSync",
+    "LayerSyncConfig",
+    "LayerSyncConfigError",
+    "LayerSyncError",
+    "MissingActivationsError",
+    "ShapeMismatchError",
+    "Stack",
+    "UnknownModelError",
+    "default_teacher",
+    "layersync_loss",
+    "lookup_layout",
+    "recommend_pair",
+    "register_layout",
+    "token_similarity",
+    "unregister_layout",
+    "unwrap",
+]

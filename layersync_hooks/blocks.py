@@ -1,0 +1,111 @@
+"""Find the blocks of a model: unwrap wrappers, enumerate stacks in forward order, resolve depths and paths."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+from torch import nn
+
+from .errors import BlockIndexError, UnknownModelError
+from .layouts import BlockLayout, Stack
+
+logger = logging.getLogger(__name__)
+
+# Wrapper classes whose `.module` is the model (DDP, DataParallel, FSDP1, DeepSpeed's engine).
+_MODULE_WRAPPERS = {"DistributedDataParallel", "DataParallel", "FullyShardedDataParallel", "DeepSpeedEngine"}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP/FSDP (`.module`), `torch.compile` (`_orig_mod`) and PEFT (`get_base_model()`)."""
+    while True:
+        if type(model).__name__ in _MODULE_WRAPPERS and isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif _is_peft_model(model):
+            model = model.get_base_model()
+        else:
+            return model
+
+
+def _is_peft_model(model: nn.Module) -> bool:
+    peft = sys.modules.get("peft")  # only a model built with peft can be a PeftModel; never import it here
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block: its path from the model root, its 1-based depth over all stacks, and its stack."""
+
+    path: str
+    depth: int
+    stack: Stack
+    module: nn.Module = field(compare=False, repr=False)
+
+
+def list_blocks(model: nn.Module, layout: BlockLayout) -> list[Block]:
+    """Every block of the layout's stacks, in forward order, numbered from depth 1."""
+    blocks: list[Block] = []
+    for stack in layout.stacks:
+        try:
+            modules = model.get_submodule(stack.path)
+        except AttributeError:
+            modules = None
+        if not isinstance(modules, (nn.ModuleList, nn.Sequential)):
+            raise UnknownModelError(
+                f"The layout of `{type(model).__name__}` names the stack {stack.path!r}, but the model has no "
+                f"nn.ModuleList there. Pass `layout=BlockLayout(stacks=(...))` with this model's block lists."
+            )
+        for index, module in enumerate(modules):
+            blocks.append(Block(f"{stack.path}.{index}", len(blocks) + 1, stack, module))
+    if not blocks:
+        raise UnknownModelError(f"`{type(model).__name__}` has no blocks in {[s.path for s in layout.stacks]}.")
+    return blocks
+
+
+def describe(blocks: Sequence[Block]) -> str:
+    """'57 blocks (transformer_blocks: 19, single_transformer_blocks: 38)'."""
+    counts: dict[str, int] = {}
+    for block in blocks:
+        counts[block.stack.path] = counts.get(block.stack.path, 0) + 1
+    return f"{len(blocks)} blocks ({', '.join(f'{path}: {n}' for path, n in counts.items())})"
+
+
+def resolve(ref: Union[int, str], blocks: Sequence[Block], *, name: str, model_name: str) -> Block:
+    """The block named by a depth (1-based; 0 = first; negative from the end) or a path."""
+    n = len(blocks)
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        if -n <= ref <= n:
+            return blocks[max(ref, 1) - 1] if ref >= 0 else blocks[n + ref]
+        raise BlockIndexError(
+            f"LayerSync could not find layer: `{name}={ref}` is out of range for {model_name}, which has "
+            f"{describe(blocks)}. Use a depth in 1..{n} (or -{n}..-1 from the end)."
+        )
+    for block in blocks:
+        if block.path == ref:
+            return block
+    examples = ", ".join(f"'{b.stack.path}.0'" for b in blocks if b.path.endswith(".0"))
+    raise BlockIndexError(
+        f"LayerSync could not find layer: `{name}={ref!r}` is not a block of {model_name}, which has "
+        f"{describe(blocks)}. Use a path such as {examples} or a depth in 1..{n}."
+    )
+
+
+def default_teacher(student_depth: int, num_blocks: int) -> Optional[int]:
+    """The paper heuristic: about twice the student depth, never in the last 20% of blocks (they decode)."""
+    last_allowed = int(num_blocks * 0.8)
+    teacher = min(2 * student_depth, last_allowed)
+    return teacher if teacher > student_depth else None
+
+
+def recommend_pair(num_blocks: int) -> tuple[int, int]:
+    """A student/teacher pair for a model of `num_blocks`: 8 <- 16 on the paper's 28-block SiT-XL/2."""
+    student = max(1, round(num_blocks * 8 / 28))
+    teacher = default_teacher(student, num_blocks)
+    while teacher is None and student > 1:
+        student -= 1
+        teacher = default_teacher(student, num_blocks)
+    return student, teacher if teacher is not None else min(student + 1, num_blocks)

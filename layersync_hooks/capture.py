@@ -1,0 +1,294 @@
+"""Capture block activations of the training forward with native forward hooks.
+
+One engine per model root holds one hook per block (shared by every `BlockCapture` on that model) and one
+buffer. The root's forward pre-hook arms the buffer for a training forward (train mode, grad enabled, not
+paused, not during backward); the root's forward hook disarms it. Block hooks store the raw output object of
+the first call inside that window and return None, so outputs are never changed. Slicing and upcasting happen
+only in `pop()`, after the forward returned: under reentrant checkpointing the hook runs under no_grad and
+only that exact output object later receives a `grad_fn` (shared/SPEC.md section 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .blocks import Block, list_blocks, resolve, unwrap
+from .errors import LayerSyncError, MissingActivationsError, ShapeMismatchError
+from .layouts import BlockLayout, CallInputs, layout_for
+
+logger = logging.getLogger(__name__)
+
+
+class Activation(NamedTuple):
+    """The target tokens of one block: `hidden` (B, N, D) in the model's dtype, `mask` (B, N) bool or None."""
+
+    hidden: torch.Tensor
+    mask: Optional[torch.Tensor]
+
+
+def _skip_reason(root: nn.Module, active: bool) -> Optional[str]:
+    """Why a call of the root is not a training forward to capture, or None when it is one."""
+    if not active:
+        return "capture was paused"
+    if not root.training:
+        return "the model was in eval mode (call `model.train()` before the training forward)"
+    if not torch.is_grad_enabled():
+        return "gradients were disabled (torch.no_grad() or torch.inference_mode())"
+    if torch._C._current_graph_task_id() != -1:
+        return "it ran during backward"
+    return None
+
+
+class _Engine:
+    """The hooks and buffer of one model root, shared by all its `BlockCapture`s."""
+
+    _by_root: "weakref.WeakKeyDictionary[nn.Module, _Engine]" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, root: nn.Module) -> "_Engine":
+        if root not in cls._by_root:
+            cls._by_root[root] = cls(root)
+        return cls._by_root[root]
+
+    def __init__(self, root: nn.Module):
+        # Weak references only: hook closures live in the modules' hook dicts, and a deep copy of the model
+        # (an EMA copy) shares them; identity checks against these references make such copies no-ops.
+        self.root = weakref.ref(root)
+        self.users: list["BlockCapture"] = []
+        self.blocks: dict[str, weakref.ref] = {}
+        self.handles: dict[str, Any] = {}
+        self.armed = False
+        self.buffer: dict[str, tuple[Any, Any]] = {}  # path -> (raw output, block call args or None)
+        self.pending: dict[str, set[int]] = {}  # path -> ids of the users yet to take it in this forward
+        self.model_call: Any = None
+        self.forwards = 0
+        self.last_skip: Optional[str] = None
+        self.reads_block: set[str] = set()  # blocks whose token rule reads the block's call arguments
+        self.reads_model = False  # whether any token rule reads the model's call arguments
+
+    def __deepcopy__(self, memo):
+        # copy.deepcopy(model) (an EMA copy) copies the hook dicts, and with them these bound methods. The copy
+        # must share this engine, not clone its buffer of non-leaf tensors (which deepcopy refuses); the
+        # identity checks in the hooks then ignore the copy's calls.
+        return self
+
+    # -- users and hooks ---------------------------------------------------------------------------------
+    def add(self, user: "BlockCapture") -> None:
+        root = self.root()
+        if not self.users:
+            self.handles["<root>"] = (
+                root.register_forward_pre_hook(self._on_model_call, with_kwargs=True),
+                root.register_forward_hook(self._on_model_return, with_kwargs=True, always_call=True),
+            )
+        for block in user.blocks:
+            if block.path not in self.handles:
+                self.blocks[block.path] = weakref.ref(block.module)
+                self.handles[block.path] = (block.module.register_forward_hook(self._block_hook(block.path),
+                                                                               with_kwargs=True),)
+                logger.debug("Hooked %s.%s (depth %d)", type(root).__name__, block.path, block.depth)
+        self.users.append(user)
+        self._update_reads()
+
+    def discard(self, user: "BlockCapture") -> None:
+        if user not in self.users:
+            return
+        self.users.remove(user)
+        wanted = {block.path for other in self.users for block in other.blocks}
+        for path in [p for p in self.handles if p != "<root>" and p not in wanted]:
+            for handle in self.handles.pop(path):
+                handle.remove()
+            self.blocks.pop(path)
+            self.buffer.pop(path, None)
+        self._update_reads()
+        if not self.users:
+            for handle in self.handles.pop("<root>"):
+                handle.remove()
+            self.buffer.clear()
+            self.model_call, self.armed = None, False
+            root = self.root()
+            if root is not None:
+                self._by_root.pop(root, None)
+
+    def _update_reads(self) -> None:
+        self.reads_block = {b.path for u in self.users for b in u.blocks if b.stack.reads_inputs}
+        self.reads_model = bool(self.reads_block)
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+    def _on_model_call(self, module, args, kwargs):
+        if module is not self.root() or self.armed:
+            return None
+        active = [user for user in self.users if not user._paused]
+        self.last_skip = _skip_reason(module, bool(active))
+        if self.last_skip is not None:
+            return None
+        # A new training forward: release the previous one's activations, even if nobody took them.
+        self.buffer.clear()
+        self.pending = {}
+        for user in active:
+            for block in user.blocks:
+                self.pending.setdefault(block.path, set()).add(id(user))
+        self.model_call = (args, kwargs) if self.reads_model else None
+        self.forwards += 1
+        self.armed = True
+        return None
+
+    def _on_model_return(self, module, args, kwargs, output):
+        if module is self.root():
+            self.armed = False
+        return None
+
+    def _block_hook(self, path: str):
+        def hook(module, args, kwargs, output):
+            if self.armed and path in self.pending and path not in self.buffer and self.blocks[path]() is module:
+                self.buffer[path] = (output, (args, kwargs) if path in self.reads_block else None)
+            return None
+
+        return hook
+
+    # -- taking activations --------------------------------------------------------------------------------
+    def take(self, user: "BlockCapture", caller: str) -> tuple[dict[str, tuple[Any, Any]], Any]:
+        key = id(user)
+        missing = [b.path for b in user.blocks if b.path not in self.buffer or key not in self.pending[b.path]]
+        if missing:
+            raise MissingActivationsError(self._explain(caller, missing, key))
+        taken = {}
+        for block in user.blocks:
+            taken[block.path] = self.buffer[block.path]
+            self.pending[block.path].discard(key)
+            if not self.pending[block.path]:
+                del self.buffer[block.path]  # the last user took it: release the graph it pins
+        model_call = self.model_call
+        if not self.buffer:
+            self.model_call = None
+        return taken, model_call
+
+    def _explain(self, caller: str, missing: list[str], key: int) -> str:
+        model = type(self.root()).__name__
+        names = ", ".join(repr(p) for p in missing)
+        if self.armed:
+            why = f"The forward of {model} has not returned yet."
+        elif self.last_skip is not None:
+            why = f"The last call of {model} was not captured because {self.last_skip}."
+        elif self.forwards == 0:
+            why = (f"No training forward of {model} has run since the hooks were attached. (A model compiled "
+                   "whole with torch.compile before attaching never runs hooks added later.)")
+        elif all(key in self.pending.get(p, ()) for p in missing):
+            why = f"The last training forward of {model} did not call {names}."
+        else:
+            why = "Its activations were already used since the last training forward."
+        return (f"`{caller}` found no activations from {names}. {why} Run the model's training forward "
+                f"before calling `{caller}`, once per forward.")
+
+
+def _stream(block: Block, output: Any) -> torch.Tensor:
+    """The latent-stream tensor of one block output, per the layout's `output` index."""
+    if hasattr(output, "to_tuple"):  # a transformers/diffusers ModelOutput
+        output = output.to_tuple()
+    if isinstance(output, (tuple, list)):
+        index = block.stack.output
+        if not -len(output) <= index < len(output):
+            raise LayerSyncError(
+                f"Block {block.path!r} returned a {type(output).__name__} of {len(output)} elements, but the "
+                f"layout reads element {index}. Fix `Stack({block.stack.path!r}, output=...)`."
+            )
+        output = output[index]
+    if not isinstance(output, torch.Tensor):
+        raise LayerSyncError(
+            f"Block {block.path!r} gave {type(output).__name__} where the layout expects the latent stream "
+            f"tensor. Fix `Stack({block.stack.path!r}, output=...)` to the index of the image tokens."
+        )
+    return output
+
+
+def select(block: Block, output: Any, block_call: Any, root: nn.Module, model_call: Any) -> Activation:
+    """Cut the target tokens out of one raw block output: stream element, (B,T,P,D) -> (B,T*P,D), token rule."""
+    hidden = _stream(block, output)
+    if hidden.dim() == 4:
+        hidden = hidden.flatten(1, 2)
+    mask = None
+    if block.stack.tokens is not None:
+        hidden, mask = block.stack.tokens(hidden, CallInputs(root, model_call, block.module, block_call))
+    if hidden.dim() != 3:
+        raise ShapeMismatchError(
+            f"Block {block.path!r} gave target tokens of shape {tuple(hidden.shape)}; LayerSync needs "
+            "(batch, tokens, channels) or (batch, frames, tokens, channels)."
+        )
+    return Activation(hidden, mask)
+
+
+class BlockCapture:
+    r"""
+    The target-token activations of any set of blocks, from each training forward. LayerSync is built on it;
+    other representation regularizers (REPA- or CREPA-style) can use it directly. Captures of the same model
+    share one hook per block and one buffer.
+
+    Args:
+        model (`nn.Module`): The model (a diffusers transformer; DDP, FSDP, compile and PEFT wrappers are unwrapped).
+        blocks (`Sequence[int | str]`): 1-based depths (0 = first block, negative from the end) or block paths.
+        layout (`BlockLayout`, *optional*): Overrides the layout table for this model.
+
+    Example:
+        ```python
+        >>> capture = BlockCapture(transformer, blocks=[8, 16])
+        >>> model_pred = transformer(**inputs).sample
+        >>> activations = capture.pop()      # {"transformer_blocks.7": Activation(hidden, mask), ...}
+        ```
+    """
+
+    def __init__(self, model: nn.Module, blocks: Sequence[Union[int, str, Block]], *,
+                 layout: Optional[BlockLayout] = None):
+        root = unwrap(model)
+        self.model_name = type(root).__name__
+        self.layout = layout_for(root, layout)
+        self.all_blocks = list_blocks(root, self.layout)
+        chosen: dict[str, Block] = {}
+        for ref in blocks:
+            block = ref if isinstance(ref, Block) else resolve(ref, self.all_blocks, name="block",
+                                                               model_name=self.model_name)
+            chosen.setdefault(block.path, block)
+        if not chosen:
+            raise LayerSyncError("`BlockCapture` needs at least one block, got none.")
+        self.blocks: tuple[Block, ...] = tuple(chosen.values())
+        self._paused = 0
+        self._engine: Optional[_Engine] = _Engine.of(root)
+        self._engine.add(self)
+
+    def pop(self, *, caller: str = "BlockCapture.pop()") -> dict[str, Activation]:
+        """The target tokens of each block from the last training forward; releases them. Call once per forward."""
+        if self._engine is None:
+            raise LayerSyncError(f"`{caller}` was called after `remove()`; the hooks are gone.")
+        raw, model_call = self._engine.take(self, caller)
+        root = self._engine.root()
+        return {b.path: select(b, *raw[b.path], root, model_call) for b in self.blocks}
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Capture nothing inside this block (validation, reference passes, sampling)."""
+        self._paused += 1
+        try:
+            yield self
+        finally:
+            self._paused -= 1
+
+    def remove(self) -> None:
+        """Remove this capture's hooks (those shared with another capture stay until it is removed too)."""
+        if self._engine is not None:
+            self._engine.discard(self)
+            self._engine = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def __repr__(self):
+        blocks = ", ".join(f"{b.path} (depth {b.depth})" for b in self.blocks)
+        state = "removed" if self._engine is None else "paused" if self._paused else "attached"
+        return f"BlockCapture({self.model_name}: {blocks}; {state})"

@@ -1,0 +1,29 @@
+"""Errors raised by layersync_hooks.
+
+Each subclasses `LayerSyncError` and the built-in error a user would catch for that kind of problem, so
+`except ValueError` keeps working in scripts that already guard their argument parsing.
+"""
+
+
+class LayerSyncError(Exception):
+    """Base class of every error raised by layersync_hooks."""
+
+
+class LayerSyncConfigError(LayerSyncError, ValueError):
+    """A config value is missing, of the wrong type, or out of range."""
+
+
+class BlockIndexError(LayerSyncError, IndexError):
+    """A depth or path does not name a block of the model ("LayerSync could not find layer ...")."""
+
+
+class UnknownModelError(LayerSyncError, ValueError):
+    """No layout is registered for the model and no single block stack can be found in it."""
+
+
+class MissingActivationsError(LayerSyncError, RuntimeError):
+    """`loss()` or `pop()` was called without a captured training forward."""
+
+
+class ShapeMismatchError(LayerSyncError, ValueError):
+    """Student and teacher activations cannot be compared token by token."""

@@ -1,0 +1,102 @@
+"""Accelerate: attach before prepare, accumulate, bf16, checkpointing, and metrics averaged over 2 processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+
+from layersync_hooks import LayerSync
+from tiny_models import build
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def test_prepared_model_accumulate_and_bf16():
+    """Attached before prepare, used on the prepared bf16 model inside `accumulate`: finite loss, LayerSync grads."""
+    accelerator = Accelerator(mixed_precision="bf16", gradient_accumulation_steps=2, cpu=True)
+    model, inputs = build("Flux")
+    layersync = LayerSync(model, student_block=2, teacher_block=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    for _ in range(4):
+        with accelerator.accumulate(model):
+            pred = model(**inputs, return_dict=False)[0]
+            assert pred.dtype == torch.float32  # accelerate converts outputs back
+            term = layersync.loss()
+            assert term.dtype == torch.float32 and torch.isfinite(term)
+            accelerator.backward(pred.float().pow(2).mean() + term)
+            optimizer.step()
+            optimizer.zero_grad()
+    metrics = layersync.metrics()
+    assert set(metrics) == {"layersync_loss", "layersync_similarity"}
+    assert all(isinstance(v, float) for v in metrics.values()) and -1 <= metrics["layersync_similarity"] <= 1
+    assert metrics["layersync_loss"] == pytest.approx(-0.2 * metrics["layersync_similarity"], rel=1e-5)
+    assert layersync.step == 4 and layersync.metrics() == {}
+
+
+def test_register_for_checkpointing_round_trip(tmp_path):
+    """`save_state` / `load_state` save and restore LayerSync's state."""
+    accelerator = Accelerator(cpu=True)
+    model, inputs = build("PixArt")
+    layersync = LayerSync(model, student_block=1, teacher_block=3)
+    model = accelerator.prepare(model)
+    accelerator.register_for_checkpointing(layersync)
+    for _ in range(3):
+        model(**inputs, return_dict=False)
+        layersync.loss()
+    accelerator.save_state(str(tmp_path))
+    layersync.step = 0
+    accelerator.load_state(str(tmp_path))
+    assert layersync.step == 3
+    assert layersync.state_dict() == {"step": 3, "student": "transformer_blocks.0", "teacher": "transformer_blocks.2",
+                                      "weight": 0.2}
+    with pytest.warns(UserWarning, match="saved for blocks"):
+        layersync.load_state_dict({**layersync.state_dict(), "teacher": "transformer_blocks.3"})
+
+
+def test_disabled_registers_nothing():
+    """`layersync_enabled: false` gives loss() == 0, no hooks and no metrics."""
+    model, inputs = build("PixArt")
+    layersync = LayerSync.from_config(model, {"layersync_enabled": False})
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    model(**inputs, return_dict=False)
+    assert layersync.loss().item() == 0 and layersync.metrics() == {}
+    assert "disabled" in repr(layersync)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_metrics_are_averaged_over_two_processes(tmp_path):
+    """Under `accelerate launch` with 2 CPU processes, metrics() returns the mean over ranks on every rank."""
+    script = Path(__file__).parent / "scripts" / "ddp_metrics.py"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), str(script), str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    rows = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
+    assert sorted(r["rank"] for r in rows) == [0, 1] and all(r["world"] == 2 for r in rows)
+    assert all(r["distributed"] == "DistributedType.MULTI_CPU" for r in rows)
+    mean = [sum(r["local"][i] for r in rows) / 2 for i in range(2)]
+    assert rows[0]["local"] != rows[1]["local"]
+    for row in rows:
+        assert row["metrics"]["layersync_loss"] == pytest.approx(mean[0], rel=1e-6)
+        assert row["metrics"]["layersync_similarity"] == pytest.approx(mean[1], rel=1e-6)

@@ -146,12 +146,12 @@ LAYOUTS: dict[str, BlockLayout] = {
     "StableAudioDiTModel": _stacks("transformer_blocks", tokens=_image_last(patch=1)),  # [global; audio]
     "StableAudio3DiTModel": _stacks("transformer_blocks", tokens=_image_last()),  # [memory; audio]
     "MiniMaxMusic3Transformer1DModel": _stacks("transformer_blocks", tokens=_image_last(patch=1)),  # [time; audio]
-    # -- UNets ---------------------------------------------------------------------------------------------------------
+    # -- UNets -------------------------------------------------------------------------------------------------------
     "UNet2DConditionModel": _unet(),  # SD 1.x/2.x, SDXL, Kolors: BasicTransformerBlocks, width changes per level
-    "StableCascadeUNet": BlockLayout(stacks=tuple(
-        Stack(path, tokens=ChannelsFirst(), blocks=("SDCascadeAttnBlock",)) for path in ("down_blocks.*", "up_blocks.*")),
-        check=_repeated_blocks),
-    # -- cannot be aligned -----------------------------------------------------------------------------------------------
+    "StableCascadeUNet": BlockLayout(stacks=tuple(  # the attention block ends each res/timestep/attention triple
+        Stack(path, tokens=ChannelsFirst(), blocks=("SDCascadeAttnBlock",))
+        for path in ("down_blocks.*", "up_blocks.*")), check=_repeated_blocks),
+    # -- cannot be aligned --------------------------------------------------------------------------------------------
     "Cosmos3OmniTransformer": BlockLayout(unsupported=(
         "its layers run one packed (tokens, channels) sequence with no batch axis, mixing understanding and "
         "generation tokens of every sample.")),

@@ -51,5 +51,5 @@ def test_refused_classes_say_why_at_attach_time(class_name, config, reason):
     model = getattr(diffusers, class_name)(**config)
     with pytest.raises(UnsupportedModelError, match=rf"cannot align the image tokens of `{class_name}`: .*{reason}"):
         LayerSync(model, student_block=1, teacher_block=2)
-    stack = "layers" if class_name == "Cosmos3OmniTransformer" else "blocks" if "AnyFlow" in class_name else "up_blocks.0"
+    stack = {"Cosmos3OmniTransformer": "layers", "AnyFlowFARTransformer3DModel": "blocks"}.get(class_name, "up_blocks.0")
     LayerSync(model, student_block=1, teacher_block=2, layout=BlockLayout(stacks=(stack,))).remove()

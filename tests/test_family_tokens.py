@@ -262,16 +262,17 @@ def test_layersync_aligns_exactly_the_target_tokens(name, checkpointing):
     objective = probe_objective(pred)
 
     for (student, teacher), sync in zip(pairs, syncs):
-        form = elements[teacher.stack.path][1]
-        truth = receiving(objective, outputs[teacher.path], form)
+        s_form, t_form = elements[student.stack.path][1], elements[teacher.stack.path][1]
+        truth = receiving(objective, outputs[teacher.path], t_form)
         assert truth.any(1).all(), f"{teacher.path}: some row has no target token"
         loss = sync.loss()
-        aligned = receiving(loss, outputs[student.path], form)
+        aligned = receiving(loss, outputs[student.path], s_form)
         offset = case.offsets.get(student.stack.path, 0)
         expected = truth if aligned.shape == truth.shape else compact(truth, aligned.shape[1], offset)
         assert torch.equal(aligned, expected), (
-            f"{name} {student.path} <- {teacher.path}: LayerSync aligns {spans(aligned)}, the target is {spans(expected)}")
-        s, t = as_tokens(outputs[student.path], form), as_tokens(outputs[teacher.path], form)
+            f"{name} {student.path} <- {teacher.path}: LayerSync aligns {spans(aligned)}, "
+            f"the target is {spans(expected)}")
+        s, t = as_tokens(outputs[student.path], s_form), as_tokens(outputs[teacher.path], t_form)
         cosines = [F.cosine_similarity(s[b, expected[b]].double(), t[b, truth[b]].detach().double(), dim=-1)
                    for b in range(truth.shape[0])]
         assert abs(loss.item() + WEIGHT * torch.cat(cosines).mean().item()) < 1e-5

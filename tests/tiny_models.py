@@ -230,22 +230,25 @@ TINY["AuraFlow"] = ("AuraFlowTransformer2DModel", dict(
     num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, out_channels=4, pos_embed_max_size=64),
     _inputs(hidden_states=("B", 4, 16, 16), encoder_hidden_states=("B", 12, 32), timestep=_steps))
 TINY["QwenImageEdit"] = ("QwenImageTransformer2DModel", TINY["QwenImage"][1], _inputs(
-    hidden_states=("B", 32, 16), encoder_hidden_states=("B", 8, 16), encoder_hidden_states_mask=_ones(8, dtype=torch.int64),
-    timestep=_half, img_shapes=lambda b: [[(1, 4, 4), (1, 4, 4)]] * b))
+    hidden_states=("B", 32, 16), encoder_hidden_states=("B", 8, 16),
+    encoder_hidden_states_mask=_ones(8, dtype=torch.int64), timestep=_half,
+    img_shapes=lambda b: [[(1, 4, 4), (1, 4, 4)]] * b))
 TINY["QwenImageLayered"] = ("QwenImageTransformer2DModel", {**TINY["QwenImage"][1], "use_layer3d_rope": True}, _inputs(
-    hidden_states=("B", 32, 16), encoder_hidden_states=("B", 8, 16), encoder_hidden_states_mask=_ones(8, dtype=torch.int64),
-    timestep=_half, img_shapes=lambda b: [[(1, 2, 4), (1, 2, 4), (1, 4, 4)]] * b))
+    hidden_states=("B", 32, 16), encoder_hidden_states=("B", 8, 16),
+    encoder_hidden_states_mask=_ones(8, dtype=torch.int64), timestep=_half,
+    img_shapes=lambda b: [[(1, 2, 4), (1, 2, 4), (1, 4, 4)]] * b))
 TINY["QwenImage21"] = ("QwenImage21Transformer2DModel", dict(
     patch_size=1, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2,
     context_in_dim=32, mlp_ratio=2, axes_dims_rope=(4, 6, 6)), _inputs(
-    hidden_states=("B", 16, 16), encoder_hidden_states=("B", 8, 32), timestep=_half, img_shapes=lambda b: [[(1, 4, 4)]] * b,
-    img_mask=lambda b: (torch.arange(12) >= 8).expand(b, -1)))
+    hidden_states=("B", 16, 16), encoder_hidden_states=("B", 8, 32), timestep=_half,
+    img_shapes=lambda b: [[(1, 4, 4)]] * b, img_mask=lambda b: (torch.arange(12) >= 8).expand(b, -1)))
 TINY["Krea2"] = ("Krea2Transformer2DModel", dict(
     in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=4, num_key_value_heads=2,
     intermediate_size=32, timestep_embed_dim=8, text_hidden_dim=16, num_text_layers=3, text_num_attention_heads=2,
     text_num_key_value_heads=1, text_intermediate_size=16, num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
     axes_dims_rope=(4, 2, 2), rope_theta=1000.0, norm_eps=1e-05), _inputs(
-    hidden_states=("B", 4, 16), encoder_hidden_states=("B", 4, 3, 16), timestep=_half, position_ids=lambda b: _randn(8, 3, seed=3),
+    hidden_states=("B", 4, 16), encoder_hidden_states=("B", 4, 3, 16), timestep=_half,
+    position_ids=lambda b: _randn(8, 3, seed=3),
     encoder_attention_mask=_lengths(4, 4, 3)))
 TINY["HiDream"] = ("HiDreamImageTransformer2DModel", dict(
     patch_size=2, in_channels=4, out_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=8,
@@ -258,7 +261,8 @@ TINY["HiDreamWide"] = ("HiDreamImageTransformer2DModel", TINY["HiDream"][1], _in
     encoder_hidden_states_llama3=lambda b: _randn(4, b, 4, 4, seed=3), pooled_embeds=("B", 8), timesteps=_steps))
 TINY["HiDreamPacked"] = ("HiDreamImageTransformer2DModel", TINY["HiDream"][1], _inputs(  # patchified by the caller
     hidden_states=("B", 16, 16), hidden_states_masks=lambda b: (torch.arange(16) < 8).float().expand(b, -1),
-    img_sizes=lambda b: [(2, 4)] * b, img_ids=lambda b: torch.cat([image_ids(2, 4), torch.zeros(8, 3)]).expand(b, -1, -1),
+    img_sizes=lambda b: [(2, 4)] * b,
+    img_ids=lambda b: torch.cat([image_ids(2, 4), torch.zeros(8, 3)]).expand(b, -1, -1),
     encoder_hidden_states_t5=("B", 8, 8), encoder_hidden_states_llama3=lambda b: _randn(4, b, 4, 4, seed=3),
     pooled_embeds=("B", 8), timesteps=_steps))
 TINY["Lumina2"] = ("Lumina2Transformer2DModel", dict(
@@ -281,13 +285,15 @@ TINY["ZImageOmni"] = ("ZImageTransformer2DModel", {**TINY["ZImage"][1], "siglip_
 TINY["OmniGen"] = ("OmniGenTransformer2DModel", dict(
     hidden_size=16, num_attention_heads=4, num_key_value_heads=4, intermediate_size=32, num_layers=2, pad_token_id=0,
     vocab_size=1000, in_channels=4, time_step_dim=4, rope_scaling={"long_factor": [1, 2], "short_factor": [1, 2]}),
-    _inputs(hidden_states=("B", 4, 8, 8), timestep=_half, input_ids=lambda b: torch.randint(1, 10, (b, 24), generator=_g()),
+    _inputs(hidden_states=("B", 4, 8, 8), timestep=_half,
+            input_ids=lambda b: torch.randint(1, 10, (b, 24), generator=_g()),
             input_img_latents=lambda b: [_randn(1, 4, 8, 8, seed=5)], input_image_sizes={0: [[0, 16]]},
             attention_mask=lambda b: torch.ones(b, 41, 41), position_ids=lambda b: torch.arange(41).expand(b, -1)))
 TINY["ErnieImage"] = ("ErnieImageTransformer2DModel", dict(
     hidden_size=16, num_attention_heads=1, num_layers=2, ffn_hidden_size=16, in_channels=16, out_channels=16,
     patch_size=1, text_in_dim=16, rope_theta=256, rope_axes_dim=(8, 4, 4), eps=1e-06, qk_layernorm=True), _inputs(
-    hidden_states=("B", 16, 4, 4), timestep=_half, text_bth=("B", 8, 16), text_lens=lambda b: torch.tensor([8, 5] * b)[:b]))
+    hidden_states=("B", 16, 4, 4), timestep=_half, text_bth=("B", 8, 16),
+    text_lens=lambda b: torch.tensor([8, 5] * b)[:b]))  # text lengths differ per sample
 TINY["BriaFibo2"] = ("BriaFibo2Transformer2DModel", dict(
     in_channels=4, patch_size=2, dim=32, n_layers=2, n_refiner_layers=2, n_heads=2, cap_feat_dim=32,
     injection_layer_ids=(1,), perceiver_num_layers=1, min_num_gist_tokens=4, max_num_gist_tokens=8, gist_step=4,
@@ -298,8 +304,8 @@ TINY["Ideogram4"] = ("Ideogram4Transformer2DModel", dict(
     in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=4, intermediate_size=32, adaln_dim=16,
     llm_features_dim=24, rope_theta=10000, mrope_section=(2, 1, 1), norm_eps=1e-05), _inputs(
     hidden_states=("B", 8, 16), encoder_hidden_states=("B", 8, 24), timestep=_half,
-    position_ids=lambda b: torch.tensor([[i, i, i] for i in range(4)] + [[9, 9 + r, 9 + c] for r in (0, 1) for c in (0, 1)]
-                                        ).expand(b, -1, -1),
+    position_ids=lambda b: torch.tensor(
+        [[i, i, i] for i in range(4)] + [[9, 9 + r, 9 + c] for r in (0, 1) for c in (0, 1)]).expand(b, -1, -1),
     segment_ids=lambda b: torch.ones(b, 8, dtype=torch.int64),
     indicator=lambda b: torch.tensor([[3, 3, 3, 3, 2, 2, 2, 2], [3, 3, 2, 2, 2, 2, 3, 3]] * b)[:b]))
 TINY["MiniMaxH3"] = ("MiniMaxH3Transformer3DModel", dict(
@@ -314,19 +320,21 @@ _WAN_LIKE = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim
                  text_dim=16, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, rope_max_seq_len=32)
 _WAN_INPUTS = _inputs(hidden_states=("B", 4, 2, 8, 8), encoder_hidden_states=("B", 12, 16), timestep=_steps)
 TINY["Helios"] = ("HeliosTransformer3DModel", dict(
-    {k: v for k, v in _WAN_LIKE.items() if k != "rope_max_seq_len"}, qk_norm="rms_norm_across_heads", rope_dim=(4, 4, 4), has_multi_term_memory_patch=True,
+    {k: v for k, v in _WAN_LIKE.items() if k != "rope_max_seq_len"}, qk_norm="rms_norm_across_heads", rope_dim=(4, 4, 4),
+    has_multi_term_memory_patch=True,
     guidance_cross_attn=True, zero_history_timestep=True, is_amplify_history=False), _inputs(
     hidden_states=("B", 4, 2, 8, 8), timestep=_steps, encoder_hidden_states=("B", 12, 16),
     indices_hidden_states=lambda b: torch.ones(b, 2), indices_latents_history_short=lambda b: torch.ones(b, 1),
     indices_latents_history_mid=lambda b: torch.ones(b, 1), indices_latents_history_long=lambda b: torch.ones(b, 4),
-    latents_history_short=("B", 4, 1, 8, 8), latents_history_mid=("B", 4, 1, 8, 8), latents_history_long=("B", 4, 4, 8, 8)))
+    latents_history_short=("B", 4, 1, 8, 8), latents_history_mid=("B", 4, 1, 8, 8),
+    latents_history_long=("B", 4, 4, 8, 8)))
 TINY["SkyReelsV2"] = ("SkyReelsV2Transformer3DModel", dict(_WAN_LIKE, qk_norm="rms_norm_across_heads"), _WAN_INPUTS)
 TINY["AnyFlow"] = ("AnyFlowTransformer3DModel", dict(_WAN_LIKE, gate_value=0.25, deltatime_type="r"), _inputs(
     hidden_states=("B", 2, 4, 8, 8), timestep=lambda b: torch.full((b, 2), 500.0),
     r_timestep=lambda b: torch.full((b, 2), 250.0), encoder_hidden_states=("B", 12, 16)))
 TINY["ChronoEdit"] = ("ChronoEditTransformer3DModel", dict(
-    _WAN_LIKE, attention_head_dim=8, in_channels=16, out_channels=16, text_dim=32, freq_dim=16, qk_norm="rms_norm_across_heads",
-    rope_max_seq_len=64, rope_temporal_skip_len=8), _inputs(
+    _WAN_LIKE, attention_head_dim=8, in_channels=16, out_channels=16, text_dim=32, freq_dim=16,
+    qk_norm="rms_norm_across_heads", rope_max_seq_len=64, rope_temporal_skip_len=8), _inputs(
     hidden_states=("B", 16, 2, 8, 8), timestep=_steps, encoder_hidden_states=("B", 12, 32)))
 TINY["WanVACE"] = ("WanVACETransformer3DModel", dict(
     _WAN_LIKE, in_channels=16, out_channels=16, text_dim=32, num_layers=4, qk_norm="rms_norm_across_heads",
@@ -338,7 +346,8 @@ TINY["WanAnimate"] = ("WanAnimateTransformer3DModel", dict(
     motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16, motion_style_dim=8, motion_dim=4,
     motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2, inject_face_latents_blocks=2), _inputs(
     hidden_states=("B", 12, 5, 8, 8), timestep=_steps, encoder_hidden_states=("B", 12, 16),
-    encoder_hidden_states_image=("B", 12, 16), pose_hidden_states=("B", 4, 4, 8, 8), face_pixel_values=("B", 3, 13, 16, 16)))
+    encoder_hidden_states_image=("B", 12, 16), pose_hidden_states=("B", 4, 4, 8, 8),
+    face_pixel_values=("B", 3, 13, 16, 16)))
 _HUNYUAN = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=2,
                 num_single_layers=2, num_refiner_layers=1, patch_size=2, patch_size_t=1, guidance_embeds=True,
                 text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4), image_condition_type=None)
@@ -368,9 +377,9 @@ TINY["MotifVideo"] = ("MotifVideoTransformer3DModel", dict(
     text_embed_dim=32, image_embed_dim=4, rope_theta=256.0, rope_axes_dim=(4, 4, 4),
     enable_text_cross_attention_dual=False, enable_text_cross_attention_single=False), _inputs(
     hidden_states=("B", 33, 1, 4, 4), encoder_hidden_states=("B", 12, 32), timestep=_steps))
-_COG = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2, text_embed_dim=8,
-            num_layers=2, sample_width=8, sample_height=8, sample_frames=8, patch_size=2, temporal_compression_ratio=4,
-            max_text_seq_length=8)
+_COG = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
+            text_embed_dim=8, num_layers=2, sample_width=8, sample_height=8, sample_frames=8, patch_size=2,
+            temporal_compression_ratio=4, max_text_seq_length=8)
 TINY["CogVideoX"] = ("CogVideoXTransformer3DModel", _COG, _inputs(
     hidden_states=("B", 1, 4, 8, 8), encoder_hidden_states=("B", 8, 8), timestep=_steps))
 TINY["ConsisID"] = ("ConsisIDTransformer3DModel", dict(
@@ -425,21 +434,23 @@ TINY["LTX2"] = ("LTX2VideoTransformer3DModel", dict(
     caption_channels=16, rope_double_precision=False), _inputs(
     **_LTX_INPUTS, audio_hidden_states=("B", 9, 4), audio_encoder_hidden_states=("B", 8, 16),
     timestep=lambda b: torch.full((b,), 500.0), audio_num_frames=9, fps=25.0))
-_KANDINSKY = dict(in_visual_dim=16, in_text_dim=32, in_text_dim2=32, time_dim=16, out_visual_dim=16, patch_size=(1, 2, 2),
-                  model_dim=16, ff_dim=32, num_text_blocks=2, num_visual_blocks=2, visual_cond=False)
+_KANDINSKY = dict(in_visual_dim=16, in_text_dim=32, in_text_dim2=32, time_dim=16, out_visual_dim=16,
+                  patch_size=(1, 2, 2), model_dim=16, ff_dim=32, num_text_blocks=2, num_visual_blocks=2,
+                  visual_cond=False)
 
 
 def _kandinsky_inputs(frames):
-    return _inputs(hidden_states=("B", frames, 8, 8, 16), encoder_hidden_states=("B", 8, 32), pooled_projections=("B", 32),
-                   timestep=lambda b: torch.full((b,), 500.0), visual_rope_pos=[torch.arange(frames), torch.arange(4),
-                                                                                torch.arange(4)],
+    return _inputs(hidden_states=("B", frames, 8, 8, 16), encoder_hidden_states=("B", 8, 32),
+                   pooled_projections=("B", 32), timestep=lambda b: torch.full((b,), 500.0),
+                   visual_rope_pos=[torch.arange(frames), torch.arange(4), torch.arange(4)],
                    text_rope_pos=torch.arange(8), scale_factor=(1.0, 1.0, 1.0), sparse_params=None)
 
 
-TINY["Kandinsky5Video"] = ("Kandinsky5Transformer3DModel", dict(_KANDINSKY, axes_dims=(1, 1, 2), attention_type="regular"),
-                           _kandinsky_inputs(2))
+TINY["Kandinsky5Video"] = ("Kandinsky5Transformer3DModel",
+                           dict(_KANDINSKY, axes_dims=(1, 1, 2), attention_type="regular"), _kandinsky_inputs(2))
 TINY["Kandinsky5Image"] = ("Kandinsky5Transformer3DModel", TINY["Kandinsky5Video"][1], _kandinsky_inputs(1))
-TINY["Kandinsky6"] = ("Kandinsky6Transformer3DModel", dict(_KANDINSKY, axes_dims=(2, 2, 4), in_audio_dim=4, out_audio_dim=4),
+TINY["Kandinsky6"] = ("Kandinsky6Transformer3DModel",
+                      dict(_KANDINSKY, axes_dims=(2, 2, 4), in_audio_dim=4, out_audio_dim=4),
                       _inputs(hidden_states=("B", 2, 8, 8, 16), encoder_hidden_states=("B", 8, 32),
                               pooled_projections=("B", 32), timestep=lambda b: torch.full((b,), 500.0)))
 TINY["Kandinsky6SR"] = ("Kandinsky6SRTransformer3DModel", dict(
@@ -449,7 +460,8 @@ TINY["SanaVideo"] = ("SanaVideoTransformer3DModel", dict(
     in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=12, num_layers=2,
     num_cross_attention_heads=2, cross_attention_head_dim=12, cross_attention_dim=24, caption_channels=16, mlp_ratio=2.5,
     sample_size=8, patch_size=(1, 2, 2), norm_elementwise_affine=False, norm_eps=1e-06, qk_norm="rms_norm_across_heads",
-    rope_max_seq_len=32), _inputs(hidden_states=("B", 16, 2, 8, 8), encoder_hidden_states=("B", 12, 16), timestep=_steps))
+    rope_max_seq_len=32),
+    _inputs(hidden_states=("B", 16, 2, 8, 8), encoder_hidden_states=("B", 12, 16), timestep=_steps))
 TINY["SanaWM"] = ("SanaWMTransformer3DModel", dict(
     in_channels=4, num_layers=2, hidden_size=32, num_attention_heads=2, softmax_every_n=2, linear_head_dim=16,
     chunk_plucker_channels=6, chunk_plucker_post_attn_blocks=2, image_size=64, caption_channels=16,
@@ -463,9 +475,11 @@ TINY["Allegro"] = ("AllegroTransformer3DModel", dict(
 TINY["Latte"] = ("LatteTransformer3DModel", dict(
     sample_size=8, num_layers=2, patch_size=2, attention_head_dim=4, num_attention_heads=2, caption_channels=8,
     in_channels=4, cross_attention_dim=8, out_channels=8, attention_bias=True, activation_fn="gelu-approximate",
-    num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-06, video_length=2),
+    num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-06,
+    video_length=2),
     _inputs(
-    hidden_states=("B", 4, 2, 8, 8), encoder_hidden_states=("B", 8, 8), timestep=_steps, enable_temporal_attentions=True))
+    hidden_states=("B", 4, 2, 8, 8), encoder_hidden_states=("B", 8, 8), timestep=_steps,
+    enable_temporal_attentions=True))
 TINY["Transformer2D"] = ("Transformer2DModel", dict(
     num_attention_heads=2, attention_head_dim=4, in_channels=4, num_layers=2, norm_num_groups=1, cross_attention_dim=8),
     _inputs(hidden_states=("B", 4, 4, 4), encoder_hidden_states=("B", 6, 8)))
@@ -487,11 +501,12 @@ TINY["LuminaNext"] = ("LuminaNextDiT2DModel", dict(
 TINY["NucleusMoE"] = ("NucleusMoEImageTransformer2DModel", dict(
     patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=4,
     joint_attention_dim=16, axes_dims_rope=(8, 4, 4), moe_enabled=False, capacity_factors=[8.0, 8.0]), _inputs(
-    hidden_states=("B", 16, 16), encoder_hidden_states=("B", 8, 16), encoder_hidden_states_mask=_ones(8, dtype=torch.int64),
-    timestep=_half, img_shapes=lambda b: [(1, 4, 4)] * b))
+    hidden_states=("B", 16, 16), encoder_hidden_states=("B", 8, 16),
+    encoder_hidden_states_mask=_ones(8, dtype=torch.int64), timestep=_half, img_shapes=lambda b: [(1, 4, 4)] * b))
 TINY["PRX"] = ("PRXTransformer2DModel", dict(  # the diffusers test config has 302M parameters; this one is tiny
-    in_channels=16, patch_size=2, context_in_dim=32, hidden_size=32, mlp_ratio=2.0, num_heads=2, depth=2, axes_dim=[8, 8],
-    theta=10000), _inputs(hidden_states=("B", 16, 8, 8), encoder_hidden_states=("B", 8, 32), timestep=_half))
+    in_channels=16, patch_size=2, context_in_dim=32, hidden_size=32, mlp_ratio=2.0, num_heads=2, depth=2,
+    axes_dim=[8, 8], theta=10000),
+    _inputs(hidden_states=("B", 16, 8, 8), encoder_hidden_states=("B", 8, 32), timestep=_half))
 TINY["AceStep"] = ("AceStepTransformer1DModel", dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
     in_channels=24, audio_acoustic_hidden_dim=8, patch_size=2, rope_theta=10000.0, rms_norm_eps=1e-06,
@@ -510,7 +525,8 @@ TINY["StableAudio"] = ("StableAudioDiTModel", dict(
 TINY["StableAudio3"] = ("StableAudio3DiTModel", dict(
     io_channels=8, patch_size=1, embed_dim=32, depth=2, num_heads=4, cond_token_dim=16, global_cond_dim=12,
     local_add_cond_dim=5, timestep_features_dim=16, ff_mult=2, num_memory_tokens=3, use_differential_attention=False),
-    _inputs(hidden_states=("B", 8, 16), timestep=_half, encoder_hidden_states=("B", 4, 16), global_hidden_states=("B", 12)))
+    _inputs(hidden_states=("B", 8, 16), timestep=_half, encoder_hidden_states=("B", 4, 16),
+            global_hidden_states=("B", 12)))
 TINY["MiniMaxMusic3"] = ("MiniMaxMusic3Transformer1DModel", dict(
     in_channels=8, condition_dim=16, num_layers=2, num_attention_heads=2, attention_head_dim=8, ff_inner_dim=32,
     rotary_dim=4, fourier_embedding_dim=8), _inputs(
@@ -521,7 +537,8 @@ _UNET = dict(layers_per_block=2, sample_size=32, in_channels=4, out_channels=4, 
 _UNET_INPUTS = dict(sample=("B", 4, 16, 16), timestep=_steps, encoder_hidden_states=("B", 7, 64),
                     added_cond_kwargs=lambda b: {"text_embeds": _randn(b, 32, seed=5), "time_ids": _randn(b, 6, seed=6)})
 TINY["SDXL"] = ("UNet2DConditionModel", dict(  # SDXL's topology: blocks at two resolutions, width 32 then 64
-    _UNET, block_out_channels=(16, 32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    _UNET, block_out_channels=(16, 32, 64),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4, 8),
     transformer_layers_per_block=(1, 1, 2), norm_num_groups=8), _inputs(**_UNET_INPUTS))
 TINY["Kolors"] = ("UNet2DConditionModel", dict(  # Kolors: an SDXL UNet with a text projection of its ChatGLM states

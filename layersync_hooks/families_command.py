@@ -97,7 +97,9 @@ def _count(name: str, layout, config: dict) -> list:
 
     from .blocks import list_blocks
 
-    cls = getattr(diffusers, name)
+    cls = getattr(diffusers, name, None)
+    if cls is None:  # an older diffusers than the table's
+        return [(stack, None) for stack in layout.stacks]
     try:
         with torch.device("meta"):
             blocks = list_blocks(cls(**config), layout)

@@ -10,9 +10,11 @@ from .errors import (
     MissingActivationsError,
     ShapeMismatchError,
     UnknownModelError,
+    UnsupportedModelError,
 )
 from .layersync import LayerSync
-from .layouts import LAYOUTS, BlockLayout, CallInputs, Stack, lookup_layout, register_layout, unregister_layout
+from .families import LAYOUTS
+from .layouts import BlockLayout, CallInputs, Stack, lookup_layout, register_layout, unregister_layout
 from .loss import layersync_loss, token_similarity
 
 __version__ = "0.1.0"
@@ -33,6 +35,7 @@ __all__ = [
     "ShapeMismatchError",
     "Stack",
     "UnknownModelError",
+    "UnsupportedModelError",
     "default_teacher",
     "layersync_loss",
     "lookup_layout",

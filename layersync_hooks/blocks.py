@@ -50,20 +50,31 @@ def list_blocks(model: nn.Module, layout: BlockLayout) -> list[Block]:
     """Every block of the layout's stacks, in forward order, numbered from depth 1."""
     blocks: list[Block] = []
     for stack in layout.stacks:
-        try:
-            modules = model.get_submodule(stack.path)
-        except AttributeError:
-            modules = None
-        if not isinstance(modules, (nn.ModuleList, nn.Sequential)):
+        lists = _block_lists(model, stack.path)
+        if not lists and "*" not in stack.path:  # a pattern may match nothing in some configs (no mid block)
             raise UnknownModelError(
                 f"The layout of `{type(model).__name__}` names the stack {stack.path!r}, but the model has no "
                 f"nn.ModuleList there. Pass `layout=BlockLayout(stacks=(...))` with this model's block lists."
             )
-        for index, module in enumerate(modules):
-            blocks.append(Block(f"{stack.path}.{index}", len(blocks) + 1, stack, module))
+        for list_path, modules in lists:
+            for index, module in enumerate(modules):
+                if not stack.blocks or type(module).__name__ in stack.blocks:
+                    blocks.append(Block(f"{list_path}.{index}", len(blocks) + 1, stack, module))
     if not blocks:
         raise UnknownModelError(f"`{type(model).__name__}` has no blocks in {[s.path for s in layout.stacks]}.")
     return blocks
+
+
+def _block_lists(model: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
+    """(path, ModuleList) for a stack path; each `*` matches every child in registration (= index) order."""
+    found = [("", model)]
+    for part in path.split("."):
+        children = []
+        for prefix, module in found:
+            named = module.named_children() if part == "*" else [(part, module._modules.get(part))]
+            children += [(f"{prefix}.{name}".lstrip("."), child) for name, child in named if child is not None]
+        found = children
+    return [(p, m) for p, m in found if isinstance(m, (nn.ModuleList, nn.Sequential))]
 
 
 def describe(blocks: Sequence[Block]) -> str:
@@ -87,7 +98,10 @@ def resolve(ref: Union[int, str], blocks: Sequence[Block], *, name: str, model_n
     for block in blocks:
         if block.path == ref:
             return block
-    examples = ", ".join(f"'{b.stack.path}.0'" for b in blocks if b.path.endswith(".0"))
+    firsts: dict[str, str] = {}
+    for block in blocks:
+        firsts.setdefault(block.stack.path, block.path)
+    examples = ", ".join(f"'{path}'" for path in firsts.values())
     raise BlockIndexError(
         f"LayerSync could not find layer: `{name}={ref!r}` is not a block of {model_name}, which has "
         f"{describe(blocks)}. Use a path such as {examples} or a depth in 1..{n}."

@@ -207,13 +207,13 @@ def _stream(block: Block, output: Any) -> torch.Tensor:
 
 
 def select(block: Block, output: Any, block_call: Any, root: nn.Module, model_call: Any) -> Activation:
-    """Cut the target tokens out of one raw block output: stream element, (B,T,P,D) -> (B,T*P,D), token rule."""
+    """Cut the target tokens out of one raw block output: stream element, token rule, (B,T,P,D) -> (B,T*P,D)."""
     hidden = _stream(block, output)
+    mask = None
+    if block.stack.tokens is not None:  # the rule sees the stream as returned: (S, B, D) and (B, C, H, W) exist
+        hidden, mask = block.stack.tokens(hidden, CallInputs(root, model_call, block.module, block_call))
     if hidden.dim() == 4:
         hidden = hidden.flatten(1, 2)
-    mask = None
-    if block.stack.tokens is not None:
-        hidden, mask = block.stack.tokens(hidden, CallInputs(root, model_call, block.module, block_call))
     if hidden.dim() != 3:
         raise ShapeMismatchError(
             f"Block {block.path!r} gave target tokens of shape {tuple(hidden.shape)}; LayerSync needs "

@@ -14,7 +14,9 @@ from typing import Optional, Sequence
 from . import __version__
 
 # command -> (module, one-line help). One line per command.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "families": ("layersync_hooks.families_command", "List the supported model classes, their stacks and depths."),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,10 @@ class UnknownModelError(LayerSyncError, ValueError):
     """No layout is registered for the model and no single block stack can be found in it."""
 
 
+class UnsupportedModelError(LayerSyncError, ValueError):
+    """The layout table knows the model class and why LayerSync cannot align its image tokens."""
+
+
 class MissingActivationsError(LayerSyncError, RuntimeError):
     """`loss()` or `pop()` was called without a captured training forward."""
 

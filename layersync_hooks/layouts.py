@@ -1,8 +1,8 @@
 """Where each model class keeps its blocks and which tokens of their outputs are the noisy target.
 
-The table is plain data keyed by class name and looked up along the model's MRO, so subclasses (and the
-classes FSDP2 derives from a model's class) find their parent's layout. `register_layout` and the `layout=`
-argument beat the table. Facts come from `shared/reference/diffusers-families.md` (diffusers 0.42).
+The table (`families.LAYOUTS`) is plain data keyed by class name and looked up along the model's MRO, so
+subclasses (and the classes FSDP2 derives from a model's class) find their parent's layout. `register_layout` and
+the `layout=` argument beat the table. Token rules live in `tokens.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from .errors import LayerSyncConfigError, UnknownModelError
+from .errors import LayerSyncConfigError, UnknownModelError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class CallInputs:
     """
 
     def __init__(self, model: nn.Module, model_call, block: nn.Module, block_call):
+        self.model = model  # rules read patch sizes and flags from `model.config`
         self._calls = {"model": (model, model_call), "block": (block, block_call)}
         self._bound: dict[str, dict[str, Any]] = {}
 
@@ -51,9 +52,10 @@ class CallInputs:
         return self._arguments("block").get(name)
 
 
-# A token rule takes one block's latent stream (B, N, D) and returns the target tokens, plus an optional
-# (B, N) bool mask of the tokens that count. Rules that read call arguments say so, so that the capture
-# keeps references to those arguments only when needed.
+# A token rule takes one block's latent stream as the block returned it (usually (B, N, D)) and returns the
+# target tokens compacted to the front, (B, N', D), plus an optional (B, N') bool mask of the tokens that count.
+# Rules that read call arguments set `reads_inputs = True`, so that the capture keeps references to those
+# arguments only when needed. See tokens.py.
 TokenRule = Callable[[torch.Tensor, CallInputs], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
 
 
@@ -63,16 +65,21 @@ class Stack:
     One `nn.ModuleList` of blocks.
 
     Args:
-        path (`str`): Dotted path of the ModuleList from the model root, e.g. `"single_transformer_blocks"`.
+        path (`str`): Dotted path of the ModuleList from the model root, e.g. `"single_transformer_blocks"`. A `*`
+            matches every child in order, for blocks in nested lists: a UNet's
+            `"down_blocks.*.attentions.*.transformer_blocks"`.
         output (`int`, defaults to 0): Which element of a tuple output is the latent stream (Flux blocks return
             `(encoder_hidden_states, hidden_states)`, so 1). A block returning a plain tensor ignores it.
         tokens (`TokenRule`, *optional*): Selects the noisy-target tokens when the stream also carries text,
             register or condition tokens. `None` means every token of the stream is a target token.
+        blocks (`tuple` of `str`, *optional*): Class names of the blocks to number, when the list mixes block
+            kinds (Stable Cascade's res, timestep and attention blocks). Empty: every element is a block.
     """
 
     path: str
     output: int = 0
     tokens: Optional[TokenRule] = None
+    blocks: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.path, str) or not self.path:
@@ -93,6 +100,9 @@ class BlockLayout:
 
     Args:
         stacks (`tuple` of `Stack` or `str`): The stacks; a plain str is `Stack(path)`.
+        unsupported (`str`, *optional*): Why LayerSync cannot align this class (raised when attaching).
+        check (`callable`, *optional*): `check(model) -> reason or None`, for classes supported only in some
+            configurations.
 
     Example:
         ```python
@@ -101,9 +111,13 @@ class BlockLayout:
         ```
     """
 
-    stacks: tuple[Union[Stack, str], ...]
+    stacks: tuple[Union[Stack, str], ...] = ()
+    unsupported: Optional[str] = None
+    check: Optional[Callable[[nn.Module], Optional[str]]] = None
 
     def __post_init__(self):
+        if self.unsupported is not None:
+            return
         if isinstance(self.stacks, (str, Stack)) or not self.stacks:
             raise LayerSyncConfigError(
                 f"`BlockLayout.stacks` must be a non-empty tuple of stacks, got {self.stacks!r}; "
@@ -115,24 +129,6 @@ class BlockLayout:
             raise LayerSyncConfigError(f"`BlockLayout.stacks` lists a stack twice: {paths}.")
         object.__setattr__(self, "stacks", stacks)
 
-
-def _flux_like(*paths: str) -> BlockLayout:
-    """Joint-attention blocks that return `(encoder_hidden_states, hidden_states)`: the image is element 1."""
-    return BlockLayout(stacks=tuple(Stack(path, output=1) for path in paths))
-
-
-# Class name -> layout. Reviewed facts; one row per class, no name-suffix guessing.
-LAYOUTS: dict[str, BlockLayout] = {
-    "FluxTransformer2DModel": _flux_like("transformer_blocks", "single_transformer_blocks"),
-    "SD3Transformer2DModel": _flux_like("transformer_blocks"),  # its last block returns (None, hidden)
-    "QwenImageTransformer2DModel": _flux_like("transformer_blocks"),
-    "PixArtTransformer2DModel": BlockLayout(stacks=("transformer_blocks",)),
-    "SanaTransformer2DModel": BlockLayout(stacks=("transformer_blocks",)),
-    "WanTransformer3DModel": BlockLayout(stacks=("blocks",)),
-    "CosmosTransformer3DModel": BlockLayout(stacks=("transformer_blocks",)),
-    # HunyuanVideo blocks return (hidden_states, encoder_hidden_states): the image is element 0.
-    "HunyuanVideoTransformer3DModel": BlockLayout(stacks=("transformer_blocks", "single_transformer_blocks")),
-}
 
 _REGISTERED: dict[str, BlockLayout] = {}
 
@@ -159,6 +155,8 @@ def unregister_layout(model_class: Union[type, str]) -> None:
 
 def lookup_layout(model_class: type) -> Optional[BlockLayout]:
     """The registered or built-in layout of a class or its nearest base class, or None."""
+    from .families import LAYOUTS  # the table imports this module's dataclasses
+
     for cls in model_class.__mro__:
         for table in (_REGISTERED, LAYOUTS):
             if cls.__name__ in table:
@@ -196,6 +194,12 @@ def layout_for(model: nn.Module, layout: Optional[BlockLayout] = None) -> BlockL
         return layout
     found = lookup_layout(type(model))
     if found is not None:
+        reason = found.unsupported or (found.check(model) if found.check is not None else None)
+        if reason is not None:
+            raise UnsupportedModelError(
+                f"LayerSync cannot align the image tokens of `{type(model).__name__}`: {reason} If you know which "
+                "blocks and tokens to align, pass `layout=BlockLayout(...)` to override the table."
+            )
         return found
     stack = find_single_stack(model)
     if stack is None:

@@ -14,7 +14,9 @@ from typing import Optional, Sequence
 from . import __version__
 
 # command -> (module, one-line help). One line per command.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("layersync_hooks.demo", "Train a small PixArt on generated shapes with LayerSync (--compare: and without)."),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,15 +46,17 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .train import load_layersync_config, train
+    from .train import load_layersync_config, resume_dir, train
 
-    load_layersync_config(args.config)  # a bad --config fails here, before any model is built
     if args.resume not in (None, "latest") and args.compare:
         raise ValueError("--resume PATH names one run's state; with --compare use plain --resume "
                          "(each run continues from its own folder).")
     output = Path(args.output_dir)
     plans = [("layersync", True), ("baseline", False)] if args.compare else \
         [("baseline", False)] if args.no_layersync else [("layersync", True)]
+    load_layersync_config(args.config)  # a bad --config or --resume fails here, before any training
+    for name, _ in plans:
+        resume_dir(args, output / name)
     summaries = {name: train(args, run_dir=output / name, use_layersync=on) for name, on in plans}
     if args.compare:
         _compare(output, summaries)
@@ -63,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if PartialState().is_main_process:
         for name in summaries:
             run_dir = output / name
+            tensorboard = f", TensorBoard {run_dir / 'tensorboard'}" if (run_dir / "tensorboard").is_dir() else ""
             print(f"{name}: metrics {run_dir / 'metrics.json'} (and .csv), curves {run_dir / 'curves.png'}, "
-                  f"checkpoint {run_dir / 'model'}, training state {run_dir / 'state'}")
+                  f"checkpoint {run_dir / 'model'}, training state {run_dir / 'state'}{tensorboard}")
         if args.compare:
             print(f"comparison: {output / 'compare.png'}, {output / 'compare.json'}")
         for name, summary in summaries.items():

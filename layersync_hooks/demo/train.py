@@ -90,6 +90,17 @@ def load_layersync_config(path: Optional[str]) -> LayerSyncConfig:
     return config
 
 
+def resume_dir(args, run_dir: Path) -> Optional[Path]:
+    """The state folder `--resume` names for this run (None without --resume); it must hold a saved state."""
+    if not args.resume:
+        return None
+    path = run_dir / "state" if args.resume == "latest" else Path(args.resume)
+    if not (path / "custom_checkpoint_0.pkl").is_file():
+        raise FileNotFoundError(f"--resume: no saved training state in {path}. Run without --resume first, "
+                                "or pass --resume PATH to a `state` folder written by a previous run.")
+    return path
+
+
 def make_accelerator(args, run_dir: Path):
     """One Accelerator per run; TensorBoard logging when it is installed (or as `--report-to` says)."""
     from accelerate import Accelerator
@@ -115,17 +126,15 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
     model = build_model(args.seed)
     # The baseline attaches LayerSync too but never adds its term: it measures the same student-teacher
     # similarity without training on it, so both runs report comparable curves.
-    layersync = LayerSync.from_config(model, load_layersync_config(args.config))  # before accelerator.prepare
+    config = load_layersync_config(args.config)
+    layersync = LayerSync.from_config(model, config)  # before accelerator.prepare
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState()
     accelerator.register_for_checkpointing(state, layersync)
     state_dir = run_dir / "state"
-    if args.resume:
-        resume_from = state_dir if args.resume == "latest" else Path(args.resume)
-        if not (resume_from / "custom_checkpoint_0.pkl").is_file():
-            raise FileNotFoundError(f"--resume: no saved training state in {resume_from}. Run without --resume "
-                                    "first, or pass --resume PATH to a folder written by a previous run.")
+    resume_from = resume_dir(args, run_dir)
+    if resume_from is not None:
         accelerator.load_state(str(resume_from))
         if state.step >= args.steps:
             raise ValueError(f"--resume: the state in {resume_from} is already at step {state.step}; "
@@ -167,38 +176,37 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
             accelerator.save_state(str(state_dir))
     progress.close()
     accelerator.save_state(str(state_dir))
-    summary = _write_outputs(accelerator, model, state, args, run_dir, use_layersync, time.perf_counter() - started)
+    summary = {"run": name, "layersync": use_layersync, "config": config.to_dict(),
+               "num_processes": world, "distributed_type": str(accelerator.distributed_type),
+               "gradient_accumulation_steps": accumulation, "batch_size": args.batch_size, "steps": state.step,
+               "seconds": round(time.perf_counter() - started, 2), "final": final_numbers(state.history),
+               "history": state.history}
+    _write_outputs(accelerator, model, summary, run_dir)
     accelerator.end_training()
     layersync.remove()
     return summary
 
 
-def _write_outputs(accelerator, model, state: TrainState, args, run_dir: Path, use_layersync: bool,
-                   seconds: float) -> dict[str, Any]:
+def _write_outputs(accelerator, model, summary: dict[str, Any], run_dir: Path) -> None:
     """metrics.json / metrics.csv, the safetensors checkpoint and curves.png (main process only)."""
     from safetensors.torch import save_file
 
     from .plot import plot_runs
 
     weights = accelerator.get_state_dict(model)  # every process takes part (FSDP gathers here)
-    summary = {"run": run_dir.name, "layersync": use_layersync, "config": load_layersync_config(args.config).to_dict(),
-               "num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
-               "gradient_accumulation_steps": args.gradient_accumulation_steps, "batch_size": args.batch_size,
-               "steps": state.step, "seconds": round(seconds, 2), "final": final_numbers(state.history),
-               "history": state.history}
+    history = summary["history"]
     if accelerator.is_main_process:
         model_dir = run_dir / "model"
         accelerator.unwrap_model(model).save_config(model_dir)
         save_file({k: v.contiguous() for k, v in weights.items()}, model_dir / "diffusion_pytorch_model.safetensors")
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
-        columns = list(dict.fromkeys(key for row in state.history for key in row))
+        columns = list(dict.fromkeys(key for row in history for key in row))
         with open(run_dir / "metrics.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(state.history)
-        plot_runs({run_dir.name: state.history}, run_dir / "curves.png")
+            writer.writerows(history)
+        plot_runs({run_dir.name: history}, run_dir / "curves.png")
     accelerator.wait_for_everyone()
-    return summary
 
 
 def final_numbers(history: list[dict[str, float]]) -> dict[str, float]:

@@ -7,34 +7,21 @@ Every run trains 3 steps on the same global batch of 8 images per step (1 proces
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.state import AcceleratorState
 
 from layersync_hooks.cli import main
 from layersync_hooks.demo.data import ShapesData, draw_shapes
+from test_accelerate import free_port, fresh_accelerate_state  # noqa: F401 (autouse: a new Accelerator per test)
 
 STEPS, GLOBAL_BATCH = 3, 8
 COMMON = ["--steps", str(STEPS), "--eval-every", str(STEPS), "--report-to", "none"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(*arguments, env=ENV):

@@ -58,33 +58,34 @@ def run(args: argparse.Namespace) -> int:
     for name, _ in plans:
         resume_dir(args, output / name)
     summaries = {name: train(args, run_dir=output / name, use_layersync=on) for name, on in plans}
-    if args.compare:
-        _compare(output, summaries)
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
-        for name in summaries:
-            run_dir = output / name
-            tensorboard = f", TensorBoard {run_dir / 'tensorboard'}" if (run_dir / "tensorboard").is_dir() else ""
-            print(f"{name}: metrics {run_dir / 'metrics.json'} (and .csv), curves {run_dir / 'curves.png'}, "
-                  f"checkpoint {run_dir / 'model'}, training state {run_dir / 'state'}{tensorboard}")
+    if PartialState().is_main_process:  # files and prints once, however many processes run
         if args.compare:
-            print(f"comparison: {output / 'compare.png'}, {output / 'compare.json'}")
-        for name, summary in summaries.items():
-            numbers = ", ".join(f"{k} {v:.4f}" for k, v in summary["final"].items())
-            print(f"{name} after {summary['steps']} steps: {numbers}")
+            _compare(output, summaries)
+        _report(output, summaries)
     return 0
 
 
 def _compare(output: Path, summaries: dict) -> None:
-    """compare.png (both runs' curves) and compare.json (their final numbers), on the main process."""
-    from accelerate import PartialState
-
+    """compare.png (both runs' curves) and compare.json (their final numbers)."""
     from .plot import plot_runs
 
-    if not PartialState().is_main_process:
-        return
     histories = {name: summary["history"] for name, summary in summaries.items()}
     plot_runs(histories, output / "compare.png", title="LayerSync demo: with and without LayerSync")
     table = {name: {"steps": s["steps"], "seconds": s["seconds"], **s["final"]} for name, s in summaries.items()}
     (output / "compare.json").write_text(json.dumps(table, indent=1))
+
+
+def _report(output: Path, summaries: dict) -> None:
+    """Where everything went, and each run's final numbers."""
+    for name in summaries:
+        run_dir = output / name
+        tensorboard = f", TensorBoard {run_dir / 'tensorboard'}" if (run_dir / "tensorboard").is_dir() else ""
+        print(f"{name}: metrics {run_dir / 'metrics.json'} (and .csv), curves {run_dir / 'curves.png'}, "
+              f"checkpoint {run_dir / 'model'}, training state {run_dir / 'state'}{tensorboard}")
+    if len(summaries) > 1:
+        print(f"comparison: {output / 'compare.png'}, {output / 'compare.json'}")
+    for name, summary in summaries.items():
+        numbers = ", ".join(f"{key} {value:.4f}" for key, value in summary["final"].items())
+        print(f"{name} after {summary['steps']} steps: {numbers}")

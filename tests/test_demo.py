@@ -156,3 +156,11 @@ def test_generated_images_are_fixed_by_the_seed():
     parts = [data.micro_batch(5, micro_step=m, rank=r, batch_size=2, num_processes=2, accumulation=2)
              for m in range(2) for r in range(2)]
     assert all(torch.equal(torch.cat([p[i] for p in parts]), whole[i]) for i in range(4))
+
+
+def test_curves_are_smoothed_with_a_trailing_mean():
+    """The plot's moving average: each point is the mean of the last `window` values seen so far."""
+    from layersync_hooks.demo.plot import smooth
+
+    assert smooth([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    assert smooth([5.0], 10) == [5.0]

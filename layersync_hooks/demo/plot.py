@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 PANELS = (("loss", "train flow-matching loss (smoothed)"), ("val_loss", "validation flow-matching loss"),
-          ("layersync_similarity", "student-teacher cosine similarity"))
+          ("layersync_similarity", "student-teacher cosine similarity (smoothed)"))
 
 
 def smooth(values: Sequence[float], window: int) -> list[float]:
@@ -34,7 +34,7 @@ def plot_runs(runs: Mapping[str, list[Mapping[str, float]]], path: Path, *, titl
             if not rows:
                 continue
             steps, values = [row["step"] for row in rows], [row[key] for row in rows]
-            if key == "loss":
+            if key != "val_loss":  # per-step values are noisy; validation points are not
                 values = smooth(values, max(1, len(values) // 25))
             ax.plot(steps, values, label=name, marker="o" if key == "val_loss" else None, markersize=3)
         ax.set_title(label, fontsize=10)

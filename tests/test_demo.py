@@ -153,8 +153,8 @@ def test_generated_images_are_fixed_by_the_seed():
     assert not torch.equal(images, draw_shapes(16, seed=4)[0]) and images.min() >= -1 and images.max() <= 1
     data = ShapesData(seed=0, train_size=64, val_size=8)
     whole = data.global_batch(5, 8)
-    parts = [data.micro_batch(5, micro_step=m, rank=r, batch_size=2, num_processes=2, accumulation=2)
-             for m in range(2) for r in range(2)]
+    shares = [data.micro_batches(5, rank=rank, batch_size=2, num_processes=2, accumulation=2) for rank in (0, 1)]
+    parts = [shares[rank][micro_step] for micro_step in range(2) for rank in (0, 1)]  # micro-step, then rank
     assert all(torch.equal(torch.cat([p[i] for p in parts]), whole[i]) for i in range(4))
 
 

@@ -101,9 +101,9 @@ class ShapesData:
         t = torch.rand(size, generator=g)
         return Batch(images, noise, t, self.captions[self.labels[index]])
 
-    def micro_batch(self, step: int, *, micro_step: int, rank: int, batch_size: int, num_processes: int,
-                    accumulation: int) -> Batch:
-        """This process's share of one accumulation micro-step of the global batch of `step`."""
+    def micro_batches(self, step: int, *, rank: int, batch_size: int, num_processes: int,
+                      accumulation: int) -> list[Batch]:
+        """This process's share of the global batch of `step`: one micro-batch per accumulation micro-step."""
         batch = self.global_batch(step, batch_size * num_processes * accumulation)
-        start = (micro_step * num_processes + rank) * batch_size
-        return batch.slice(start, start + batch_size)
+        starts = [(micro_step * num_processes + rank) * batch_size for micro_step in range(accumulation)]
+        return [batch.slice(start, start + batch_size) for start in starts]

@@ -18,8 +18,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from ..config import LayerSyncConfig
-from ..layersync import LayerSync
+from .. import LayerSync, LayerSyncConfig
 from .data import CAPTION_CHANNELS, IMAGE_SIZE, Batch, ShapesData
 
 logger = logging.getLogger(__name__)
@@ -90,6 +89,24 @@ def load_layersync_config(path: Optional[str]) -> LayerSyncConfig:
     return config
 
 
+def optimizer_step(accelerator, model, optimizer, layersync: LayerSync, micro_batches: list[Batch], *,
+                   use_layersync: bool, max_grad_norm: float) -> torch.Tensor:
+    """One optimizer step over this process's micro-batches, as a diffusers script takes it: the LayerSync term
+    is added to the loss before `accelerator.backward`. Returns this process's mean flow-matching loss."""
+    task = torch.zeros((), device=accelerator.device)
+    for batch in micro_batches:
+        with accelerator.accumulate(model):
+            loss = flow_matching_loss(model, batch.to(accelerator.device))
+            term = layersync.loss()  # the baseline computes it too, for the similarity, but never trains on it
+            accelerator.backward(loss + term if use_layersync else loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        task += loss.detach() / len(micro_batches)
+    return task
+
+
 def resume_dir(args, run_dir: Path) -> Optional[Path]:
     """The state folder `--resume` names for this run (None without --resume); it must hold a saved state."""
     if not args.resume:
@@ -149,19 +166,9 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
     progress = tqdm(total=args.steps, initial=state.step, desc=name, disable=not accelerator.is_local_main_process)
     started = time.perf_counter()
     while state.step < args.steps:
-        task = torch.zeros((), device=accelerator.device)
-        for micro_step in range(accumulation):
-            batch = data.micro_batch(state.step, micro_step=micro_step, rank=accelerator.process_index,
-                                     batch_size=args.batch_size, num_processes=world, accumulation=accumulation)
-            with accelerator.accumulate(model):
-                loss = flow_matching_loss(model, batch.to(accelerator.device))
-                term = layersync.loss()
-                accelerator.backward(loss + term if use_layersync else loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            task += loss.detach() / accumulation
+        task = optimizer_step(accelerator, model, optimizer, layersync, data.micro_batches(
+            state.step, rank=accelerator.process_index, batch_size=args.batch_size, num_processes=world,
+            accumulation=accumulation), use_layersync=use_layersync, max_grad_norm=args.max_grad_norm)
         state.step += 1
         row = {"step": state.step, "loss": accelerator.reduce(task, reduction="mean").item(), **layersync.metrics()}
         if not use_layersync:

@@ -44,8 +44,8 @@ def train(mode, out_dir, steps, global_batch):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     rows = []
     for step in range(steps):
-        batch = data.micro_batch(step, micro_step=0, rank=rank, batch_size=global_batch // world,
-                                 num_processes=world, accumulation=1)
+        [batch] = data.micro_batches(step, rank=rank, batch_size=global_batch // world, num_processes=world,
+                                     accumulation=1)
         loss = flow_matching_loss(model, batch)
         (loss + layersync.loss()).backward()
         if mode == "fsdp1":

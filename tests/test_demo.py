@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
 
 from layersync_hooks.cli import main
 from layersync_hooks.demo.data import ShapesData, draw_shapes
@@ -48,6 +49,14 @@ def assert_same_steps(history, reference):
         assert loss == pytest.approx(loss_ref, rel=1e-5) and similarity == pytest.approx(similarity_ref, rel=1e-5)
 
 
+def assert_same_weights(run_dir, reference_dir):
+    """The same trained weights (the baseline's differ from LayerSync's by ~4e-3 after 3 steps)."""
+    weights, expected = (load_file(Path(d) / "model" / "diffusion_pytorch_model.safetensors")
+                         for d in (run_dir, reference_dir))
+    assert weights.keys() == expected.keys()
+    assert max((weights[k] - expected[k]).abs().max().item() for k in weights) < 2e-5
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """`accelerate launch -m layersync_hooks demo --compare` on one process, global batch 8."""
@@ -77,6 +86,8 @@ def test_one_process_launch_writes_every_output(reference):
     # LayerSync changed the training: the baseline drifts from it by far more than the 1e-5 the tests allow.
     loss, baseline = summary["history"][-1]["loss"], metrics(out / "baseline")["history"][-1]["loss"]
     assert abs(loss - baseline) > 1e-4 * loss
+    with pytest.raises(AssertionError):
+        assert_same_weights(out / "baseline", out / "layersync")
     assert "layersync_loss" in summary["history"][0] and "layersync_loss" not in metrics(out / "baseline")["history"][0]
 
 
@@ -88,6 +99,7 @@ def test_two_processes_match_one(reference, tmp_path):
     summary = metrics(tmp_path / "layersync")
     assert summary["num_processes"] == 2 and summary["distributed_type"] == "DistributedType.MULTI_CPU"
     assert_same_steps(summary["history"], metrics(reference[0] / "layersync")["history"])
+    assert_same_weights(tmp_path / "layersync", reference[0] / "layersync")
     assert summary["history"][-1]["val_loss"] == pytest.approx(
         metrics(reference[0] / "layersync")["history"][-1]["val_loss"], rel=1e-5)
 
@@ -116,6 +128,7 @@ def test_gradient_accumulation_matches_the_large_batch(reference, tmp_path):
     assert main(["demo", *COMMON, "--batch-size", str(GLOBAL_BATCH // 2), "--gradient-accumulation-steps", "2",
                  "--output-dir", str(tmp_path)]) == 0
     assert_same_steps(metrics(tmp_path / "layersync")["history"], metrics(reference[0] / "layersync")["history"])
+    assert_same_weights(tmp_path / "layersync", reference[0] / "layersync")
 
 
 @pytest.mark.slow
@@ -128,6 +141,7 @@ def test_resume_continues_the_curves(reference, tmp_path):
     assert main([*arguments, "--steps", str(STEPS), "--resume"]) == 0
     history = metrics(tmp_path / "layersync")["history"]
     assert_same_steps(history, metrics(reference[0] / "layersync")["history"])
+    assert_same_weights(tmp_path / "layersync", reference[0] / "layersync")
     layersync_state = torch.load(tmp_path / "layersync" / "state" / "custom_checkpoint_1.pkl", weights_only=False)
     assert layersync_state["step"] == STEPS
 

@@ -49,6 +49,16 @@ def assert_same_steps(history, reference):
         assert loss == pytest.approx(loss_ref, rel=1e-5) and similarity == pytest.approx(similarity_ref, rel=1e-5)
 
 
+@pytest.fixture
+def one_thread():
+    """In-process runs use one thread, like the launched ones (OMP_NUM_THREADS=1): on 2 shared cores two
+    spinning threads per process cost far more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def assert_same_weights(run_dir, reference_dir):
     """The same trained weights (the baseline's differ from LayerSync's by ~4e-3 after 3 steps)."""
     weights, expected = (load_file(Path(d) / "model" / "diffusion_pytorch_model.safetensors")
@@ -123,7 +133,7 @@ def test_fsdp_on_two_cpu_processes_matches_one(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_gradient_accumulation_matches_the_large_batch(reference, tmp_path):
+def test_gradient_accumulation_matches_the_large_batch(reference, tmp_path, one_thread):
     """Batch 4 x 2 accumulation steps takes the same optimizer steps as batch 8."""
     assert main(["demo", *COMMON, "--batch-size", str(GLOBAL_BATCH // 2), "--gradient-accumulation-steps", "2",
                  "--output-dir", str(tmp_path)]) == 0
@@ -132,7 +142,7 @@ def test_gradient_accumulation_matches_the_large_batch(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_the_curves(reference, tmp_path):
+def test_resume_continues_the_curves(reference, tmp_path, one_thread):
     """Stopping after step 2 and resuming to step 3 gives the uninterrupted curves, and LayerSync's step count."""
     arguments = ["demo", "--eval-every", str(STEPS), "--report-to", "none", "--batch-size", str(GLOBAL_BATCH),
                  "--output-dir", str(tmp_path)]

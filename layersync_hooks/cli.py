@@ -15,6 +15,7 @@ from . import __version__
 
 # command -> (module, one-line help). One line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("layersync_hooks.demo", "Train a small PixArt on generated shapes with LayerSync (--compare: and without)."),
     "families": ("layersync_hooks.families_command", "List the supported model classes, their stacks and depths."),
 }
 

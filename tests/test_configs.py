@@ -1,0 +1,61 @@
+"""configs/: one preset per family, valid for the real model size, following the paper heuristic."""
+
+import json
+from pathlib import Path
+
+import diffusers
+import pytest
+import torch
+
+from layersync_hooks import LayerSync, LayerSyncConfig, lookup_layout, recommend_pair
+from layersync_hooks.blocks import list_blocks
+from layersync_hooks.demo.train import DEFAULT_CONFIG, MODEL_CONFIG
+from layersync_hooks.layouts import layout_for
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.json"))
+FAMILIES = [path for path in CONFIGS if path.stem != "demo"]
+# Families whose classes have one plain block stack: the single-stack fallback already numbers them right.
+SINGLE_STACK = {"LTXVideoTransformer3DModel", "CogVideoXTransformer3DModel"}
+
+
+def read(path):
+    return json.loads(path.read_text())
+
+
+def test_every_listed_family_has_a_config():
+    """The families the docs name each have a preset (plus the demo's)."""
+    names = {path.stem for path in CONFIGS}
+    assert {"flux", "flux2", "sd3", "pixart_sigma", "sana", "wan", "qwen_image", "hunyuan_video", "ltx_video",
+            "cosmos", "hidream", "lumina2", "demo"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_follows_the_paper_heuristic(path):
+    """Each preset loads, is enabled, and picks `recommend_pair` for its model's block count."""
+    data = read(path)
+    config = LayerSyncConfig.from_json(path)
+    assert config.enabled and config.weight > 0
+    assert (config.student_block, config.teacher_block) == recommend_pair(data["_num_blocks"])
+    assert data["_comment"] and hasattr(diffusers, data["_model_class"])
+
+
+@pytest.mark.parametrize("path", FAMILIES, ids=lambda p: p.stem)
+def test_config_blocks_exist_in_the_real_model(path):
+    """The family's class, built at its real size on the meta device, has `_num_blocks` and both blocks."""
+    data = read(path)
+    cls = getattr(diffusers, data["_model_class"])
+    if lookup_layout(cls) is None and cls.__name__ not in SINGLE_STACK:
+        pytest.skip(f"no layout yet for {cls.__name__}: this checks {path.name} once its layout is in the table")
+    with torch.device("meta"):
+        model = cls(**data.get("_model_config", {}))
+    assert len(list_blocks(model, layout_for(model))) == data["_num_blocks"]
+    layersync = LayerSync.from_config(model, path)
+    assert (layersync.student.depth, layersync.teacher.depth) == recommend_pair(data["_num_blocks"])
+    layersync.remove()
+
+
+def test_demo_config_is_the_embedded_default():
+    """configs/demo.json is what `layersync-hooks demo` uses when --config is not given, for its model."""
+    data = read(Path(__file__).parents[1] / "configs" / "demo.json")
+    assert {k: v for k, v in data.items() if not k.startswith("_")} == DEFAULT_CONFIG
+    assert data["_model_config"]["num_layers"] == MODEL_CONFIG["num_layers"] == data["_num_blocks"]

@@ -14,7 +14,9 @@ from typing import Optional, Sequence
 from . import __version__
 
 # command -> (module, one-line help). One line per command.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "probe": ("layersync_hooks.probe", "Measure block-to-block similarity and recommend student/teacher pairs."),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,7 +68,8 @@ def test_fp16_padded_tokens_are_finite(rule):
     x, mask = torch.randn(2, 6, 16, dtype=torch.float16), torch.ones(2, 6, dtype=torch.float16)
     mask[0, 3:] = 0
     mask[1] = 0  # a sample that is all padding
-    layersync = LayerSync(model, student_block=1, teacher_block=3, layout=BlockLayout(stacks=(Stack("blocks", tokens=rule),)))
+    layout = BlockLayout(stacks=(Stack("blocks", tokens=rule),))
+    layersync = LayerSync(model, student_block=1, teacher_block=3, layout=layout)
     model(x, mask)
     term = layersync.loss()
     term.backward()

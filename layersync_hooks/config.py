@@ -16,18 +16,27 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from .errors import LayerSyncConfigError
+from .schedule import WeightSchedule
 
 BlockRef = Union[int, str]
 Pair = tuple[BlockRef, Optional[BlockRef]]
 
 # Every accepted spelling -> the dataclass field it sets. Seed keys first, then the paper code's names.
 KEY_ALIASES: dict[str, str] = {
-    "enabled": "enabled", "layersync_enabled": "enabled",
-    "student_block": "student_block", "layersync_student_block": "student_block",
-    "encoder_depth": "student_block", "encoder-depth": "student_block",
-    "teacher_block": "teacher_block", "layersync_teacher_block": "teacher_block",
-    "gt_encoder_depth": "teacher_block", "gt-encoder-depth": "teacher_block",
-    "weight": "weight", "layersync_lambda": "weight", "reg_weight": "weight", "reg-weight": "weight",
+    "enabled": "enabled",
+    "layersync_enabled": "enabled",
+    "student_block": "student_block",
+    "layersync_student_block": "student_block",
+    "encoder_depth": "student_block",
+    "encoder-depth": "student_block",
+    "teacher_block": "teacher_block",
+    "layersync_teacher_block": "teacher_block",
+    "gt_encoder_depth": "teacher_block",
+    "gt-encoder-depth": "teacher_block",
+    "weight": "weight",
+    "layersync_lambda": "weight",
+    "reg_weight": "weight",
+    "reg-weight": "weight",
     # This package's keys (several pairs, the weight schedule), in the seed style.
     "pairs": "pairs", "layersync_pairs": "pairs",
     "warmup_steps": "warmup_steps", "layersync_warmup_steps": "warmup_steps",
@@ -71,11 +80,6 @@ def parse_pairs(value: Any) -> tuple[Pair, ...]:
             f"`pairs` must be a list of (student, teacher) pairs such as [(4, 12), (8, 16)], got {value!r}."
         )
     return tuple(parse_pair(pair) for pair in value)
-
-
-def _count(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LayerSyncConfigError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -167,17 +171,7 @@ class LayerSyncConfig:
                     )
         if len(set(self.pairs)) != len(self.pairs):
             raise LayerSyncConfigError(f"`pairs` lists a pair twice: {list(self.pairs)}. Keep each pair once.")
-        self._validate_schedule()
-
-    def _validate_schedule(self):
-        _count(self.warmup_steps, "warmup_steps", 0)
-        if self.stop_step is not None:
-            _count(self.stop_step, "stop_step", 1)
-            if self.stop_step <= self.warmup_steps:
-                raise LayerSyncConfigError(
-                    f"`stop_step={self.stop_step}` comes before the end of `warmup_steps={self.warmup_steps}`, so "
-                    "the full weight is never reached. Use a stop step after the warm-up, or a shorter warm-up."
-                )
+        WeightSchedule(weight, self.warmup_steps, self.stop_step)  # validates the schedule
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "LayerSyncConfig":

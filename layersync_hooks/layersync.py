@@ -62,7 +62,9 @@ class LayerSync:
                  enabled: bool = True, layout: Optional[BlockLayout] = None):
         self.config = LayerSyncConfig(enabled=enabled, student_block=student_block, teacher_block=teacher_block,
                                       weight=weight, pairs=pairs, warmup_steps=warmup_steps, stop_step=stop_step)
-        self.schedule = WeightSchedule(self.config.weight, self.config.warmup_steps, self.config.stop_step)
+        # A disabled config is not validated, so its schedule values may be anything: keep none.
+        self.schedule = (WeightSchedule(self.config.weight, self.config.warmup_steps, self.config.stop_step)
+                         if self.config.enabled else WeightSchedule(0.0))
         self.model = unwrap(model)
         self.step = 0  # optimizer steps (see schedule.py), saved by state_dict()
         self.pairs: tuple[tuple[Block, Block], ...] = ()

@@ -135,8 +135,11 @@ def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
     name = config.get("_class_name") if isinstance(config, dict) else None
     model_class = getattr(diffusers, name, None) if isinstance(name, str) else None
     if model_class is None:
-        raise LayerSyncError(f"{str(config_path)!r} names model class {name!r}, which diffusers "
-                             f"{diffusers.__version__} does not have; the probe needs a diffusers model config.")
+        what = "has no `_class_name`"
+        if name:
+            what = f"names model class {name!r}, which diffusers {diffusers.__version__} does not have"
+        raise LayerSyncError(f"{str(config_path)!r} {what}: the probe needs the config.json of a diffusers model "
+                             "(as written by `save_pretrained` or `save_config`).")
     folder = config_path.parent
     if any(any(folder.glob(pattern)) for pattern in _WEIGHTS):
         model = model_class.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)

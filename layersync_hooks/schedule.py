@@ -13,6 +13,8 @@ from typing import Optional
 
 from accelerate.state import GradientState
 
+from .errors import LayerSyncConfigError
+
 
 def ends_optimizer_step() -> bool:
     """Whether the current micro-batch is the last one before `optimizer.step()` (accelerate's view)."""
@@ -42,6 +44,16 @@ class WeightSchedule:
     warmup_steps: int = 0
     stop_step: Optional[int] = None
 
+    def __post_init__(self):
+        _check_count(self.warmup_steps, "warmup_steps", 0)
+        if self.stop_step is not None:
+            _check_count(self.stop_step, "stop_step", 1)
+            if self.stop_step <= self.warmup_steps:
+                raise LayerSyncConfigError(
+                    f"`stop_step={self.stop_step}` comes before the end of `warmup_steps={self.warmup_steps}`, so "
+                    "the full weight is never reached. Use a stop step after the warm-up, or a shorter warm-up."
+                )
+
     def stopped(self, step: int) -> bool:
         """Whether LayerSync is over at this step (0-based count of optimizer steps done)."""
         return self.stop_step is not None and step >= self.stop_step
@@ -53,3 +65,8 @@ class WeightSchedule:
         if self.warmup_steps:
             return self.weight * min(1.0, (step + 1) / self.warmup_steps)
         return self.weight
+
+
+def _check_count(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise LayerSyncConfigError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")

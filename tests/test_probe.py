@@ -124,6 +124,6 @@ def test_probe_command_inputs_file_and_random_weights(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "similarity.json").read_text())["noise_levels"] == [None]
     (tmp_path / "bad.json").write_text(json.dumps({"num_layers": 2}))
     assert main(["probe", str(tmp_path / "bad.json")]) == 2
-    assert "names model class None" in capsys.readouterr().err
+    assert "has no `_class_name`: the probe needs the config.json of a diffusers model" in capsys.readouterr().err
     assert main(["probe", str(tmp_path / "missing")]) == 2
     assert "No diffusers model config" in capsys.readouterr().err

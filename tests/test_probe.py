@@ -1,6 +1,7 @@
 """`layersync-hooks probe`: the similarity math, the pair heuristic, input builders and the report files."""
 
 import json
+import math
 
 import diffusers
 import pytest
@@ -56,6 +57,18 @@ def test_recommendation_follows_the_paper_heuristic(blocks, best):
     assert found[0].cosine == pytest.approx(float(cosine[best[0] - 1, best[1] - 1]))
     aligned = recommend(torch.ones(blocks, blocks), torch.ones(blocks, blocks))[0]
     assert any("already nearly aligned" in reason for reason in aligned.reasons)
+
+
+def test_blocks_of_different_shapes_are_never_paired():
+    """Blocks whose tokens differ in count or width (UNet levels) get NaN and are not recommended together."""
+    torch.manual_seed(0)
+    activations = [Activation(torch.randn(2, 16, 8), None) for _ in range(3)]
+    activations += [Activation(torch.randn(2, 4, 8), None) for _ in range(3)]
+    cosine, cka = cosine_matrix(activations), linear_cka_matrix(activations)
+    assert cosine[1, 3].isnan() and cka[1, 3].isnan() and not cka[3, 5].isnan()
+    found = recommend(cosine, cka)
+    assert (found[0].student, found[0].teacher) == (1, 3)  # the paper's pair here, 2 <- 4, mixes shapes
+    assert all(not math.isnan(r.cosine) for r in found)
 
 
 @pytest.mark.parametrize("family", WITH_BUILDER)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .blocks import Block, list_blocks, resolve, unwrap
-from .compiled import check_not_compiled_yet
+from .compiled import check_not_compiled_yet, not_compiled_alone
 from .errors import LayerSyncError, MissingActivationsError, ShapeMismatchError
 from .layouts import BlockLayout, CallInputs, layout_for
 
@@ -152,7 +152,7 @@ class _Engine:
                 self.buffer[path] = (output, (args, kwargs) if path in self.reads_block else None)
             return None
 
-        return hook
+        return not_compiled_alone(hook)
 
     # -- taking activations --------------------------------------------------------------------------------
     def take(self, user: "BlockCapture", caller: str) -> tuple[dict[str, tuple[Any, Any]], Any]:

@@ -3,13 +3,14 @@
 Hooks registered before `torch.compile(model)` (or `model.compile()`) runs are traced into the compiled
 forward. Hooks registered after its first call never run: Dynamo does not guard on them
 (`torch._dynamo.config.skip_nnmodule_hook_guards`). Regional compilation (`compile_repeated_blocks`,
-`block.compile()`) calls block hooks outside the compiled region, so any order works there.
+`block.compile()`) calls block hooks outside the compiled blocks, so any order works there.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
+from typing import Callable
 
 from torch import nn
 
@@ -44,3 +45,17 @@ def check_not_compiled_yet(model: nn.Module) -> None:
         )
     warnings.warn(f"{name}.forward already has torch.compile code in this process: if this model runs through a "
                   f"compiled wrapper, the hooks attached now will never run. {fix}", stacklevel=3)
+
+
+def not_compiled_alone(hook: Callable) -> Callable:
+    """Let Dynamo trace `hook` inside a compiled model forward, but never compile it as a frame of its own.
+
+    Under regional compilation a block's compiled `_call_impl` hands each hook to Dynamo as a separate frame;
+    every hook closure (one per block, same code) would get its own compiled entry, and past
+    `torch._dynamo.config.recompile_limit` blocks `fullgraph=True` fails. Run as plain Python, it costs nothing.
+    """
+    from torch._dynamo import eval_frame  # already imported by diffusers; about 2 s otherwise, once
+
+    if hasattr(eval_frame, "skip_code"):  # private API: without it, up to `recompile_limit` hooked blocks work
+        eval_frame.skip_code(hook.__code__)
+    return hook

@@ -27,7 +27,7 @@ def whole(model):
 
 
 def regional(model):
-    model.compile_repeated_blocks(backend="aot_eager")  # FluxTransformer2DModel sets `_repeated_blocks`
+    model.compile_repeated_blocks(backend="aot_eager", fullgraph=True)  # Flux sets `_repeated_blocks`
     return model
 
 
@@ -65,7 +65,9 @@ def test_compiled_training_matches_eager(family, compile_, attach_after_run, che
     layersync = LayerSync(runner, pairs=[(1, 3), (2, 3)])
     # The hook's store is a side effect inside each checkpointed block; LayerSync ignores the backward
     # recomputation anyway, so not replaying it is exactly right (README: torch.compile and mixed precision).
-    with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=checkpointing):
+    # A recompile limit below the 3 hooked blocks: hooks must not be compiled once per block (fullgraph fails).
+    with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=checkpointing,
+                                    recompile_limit=2 if compile_ is regional else 8):
         got = steps(model, layersync, runner, inputs)
     assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import sys
@@ -179,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         torch.bfloat16 if device.startswith("cuda") else torch.float32)
     if not all(0 < level < 1 for level in args.noise_levels):
         print(f"error: --noise-levels must lie in (0, 1), got {args.noise_levels}.", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("matplotlib") is None:  # checked first: the heatmap comes after the forwards
+        print("error: the probe's heatmap needs matplotlib: pip install matplotlib (or layersync_hooks[demo]).",
+              file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)  # random weights (a config without weights) are reproducible too
     try:

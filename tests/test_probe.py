@@ -1,5 +1,6 @@
 """`layersync-hooks probe`: the similarity math, the pair heuristic, input builders and the report files."""
 
+import importlib.util
 import json
 import math
 
@@ -141,3 +142,14 @@ def test_probe_command_inputs_file_and_random_weights(tmp_path, capsys):
     assert "has no `_class_name`: the probe needs the config.json of a diffusers model" in capsys.readouterr().err
     assert main(["probe", str(tmp_path / "missing")]) == 2
     assert "No diffusers model config" in capsys.readouterr().err
+
+
+def test_probe_command_checks_before_any_forward(tmp_path, capsys, monkeypatch):
+    """Bad noise levels and a missing matplotlib fail at once, before the model is even loaded."""
+    assert main(["probe", str(tmp_path / "never-read"), "--noise-levels", "0.5", "1.5"]) == 2
+    assert "--noise-levels must lie in (0, 1), got [0.5, 1.5]" in capsys.readouterr().err
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "matplotlib" else find_spec(name, *args))
+    assert main(["probe", str(tmp_path / "never-read")]) == 2
+    assert "heatmap needs matplotlib" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from .capture import Activation, BlockCapture
 from .config import LayerSyncConfig
 from .errors import (
     BlockIndexError,
+    CompiledModelError,
     LayerSyncConfigError,
     LayerSyncError,
     MissingActivationsError,
@@ -26,6 +27,7 @@ __all__ = [
     "BlockIndexError",
     "BlockLayout",
     "CallInputs",
+    "CompiledModelError",
     "LAYOUTS",
     "LayerSync",
     "LayerSyncConfig",

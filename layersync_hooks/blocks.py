@@ -20,6 +20,12 @@ _MODULE_WRAPPERS = {"DistributedDataParallel", "DataParallel", "FullyShardedData
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside DDP/FSDP (`.module`), `torch.compile` (`_orig_mod`) and PEFT (`get_base_model()`)."""
+    return wrappers(model)[-1]
+
+
+def wrappers(model: nn.Module) -> list[nn.Module]:
+    """The model and each module it wraps, outermost first; the last one is `unwrap(model)`."""
+    chain = [model]
     while True:
         if type(model).__name__ in _MODULE_WRAPPERS and isinstance(getattr(model, "module", None), nn.Module):
             model = model.module
@@ -28,7 +34,8 @@ def unwrap(model: nn.Module) -> nn.Module:
         elif _is_peft_model(model):
             model = model.get_base_model()
         else:
-            return model
+            return chain
+        chain.append(model)
 
 
 def _is_peft_model(model: nn.Module) -> bool:

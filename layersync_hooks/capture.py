@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .blocks import Block, list_blocks, resolve, unwrap
+from .compiled import check_not_compiled_yet, not_compiled_alone
 from .errors import LayerSyncError, MissingActivationsError, ShapeMismatchError
 from .layouts import BlockLayout, CallInputs, layout_for
 
@@ -40,7 +41,9 @@ def _skip_reason(root: nn.Module, active: bool) -> Optional[str]:
         return "the model was in eval mode (call `model.train()` before the training forward)"
     if not torch.is_grad_enabled():
         return "gradients were disabled (torch.no_grad() or torch.inference_mode())"
-    if torch._C._current_graph_task_id() != -1:
+    # This private call cannot be traced by torch.compile (a graph break). Only a checkpointed root is called
+    # during backward, and a compiled root recomputes inside its compiled graph, without calling this hook.
+    if not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1:
         return "it ran during backward"
     return None
 
@@ -149,7 +152,7 @@ class _Engine:
                 self.buffer[path] = (output, (args, kwargs) if path in self.reads_block else None)
             return None
 
-        return hook
+        return not_compiled_alone(hook)
 
     # -- taking activations --------------------------------------------------------------------------------
     def take(self, user: "BlockCapture", caller: str) -> tuple[dict[str, tuple[Any, Any]], Any]:
@@ -243,6 +246,7 @@ class BlockCapture:
 
     def __init__(self, model: nn.Module, blocks: Sequence[Union[int, str, Block]], *,
                  layout: Optional[BlockLayout] = None):
+        check_not_compiled_yet(model)
         root = unwrap(model)
         self.model_name = type(root).__name__
         self.layout = layout_for(root, layout)

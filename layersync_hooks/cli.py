@@ -17,6 +17,7 @@ from . import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("layersync_hooks.demo", "Train a small PixArt on generated shapes with LayerSync (--compare: and without)."),
     "families": ("layersync_hooks.families_command", "List the supported model classes, their stacks and depths."),
+    "probe": ("layersync_hooks.probe", "Measure block-to-block similarity and recommend student/teacher pairs."),
 }
 
 

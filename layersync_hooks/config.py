@@ -1,7 +1,8 @@
 """The LayerSync config: one frozen dataclass, validated on construction.
 
 It reads the keys users already know (SimpleTuner's `layersync_*` seed keys and the paper code's
-`--encoder-depth` / `--gt-encoder-depth` / `--reg-weight` flags), from a dict, a JSON file or argparse.
+`--encoder-depth` / `--gt-encoder-depth` / `--reg-weight` flags), from a dict, a JSON file or argparse, plus
+this package's `layersync_pairs`, `layersync_warmup_steps` and `layersync_stop_step`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import json
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Union
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from .errors import LayerSyncConfigError
+from .schedule import WeightSchedule
 
 BlockRef = Union[int, str]
+Pair = tuple[BlockRef, Optional[BlockRef]]
 
 # Every accepted spelling -> the dataclass field it sets. Seed keys first, then the paper code's names.
 KEY_ALIASES: dict[str, str] = {
@@ -34,8 +37,12 @@ KEY_ALIASES: dict[str, str] = {
     "layersync_lambda": "weight",
     "reg_weight": "weight",
     "reg-weight": "weight",
+    # This package's keys (several pairs, the weight schedule), in the seed style.
+    "pairs": "pairs", "layersync_pairs": "pairs",
+    "warmup_steps": "warmup_steps", "layersync_warmup_steps": "warmup_steps",
+    "stop_step": "stop_step", "layersync_stop_step": "stop_step",
 }
-_SOURCES = "`student_block` (`layersync_student_block`, `--encoder-depth`)"
+_SOURCES = "`student_block` (`layersync_student_block`, `--encoder-depth`) or `pairs` (`layersync_pairs`)"
 
 
 def parse_block(value: Any, *, name: str = "block") -> BlockRef | None:
@@ -49,6 +56,30 @@ def parse_block(value: Any, *, name: str = "block") -> BlockRef | None:
         f"`{name}` must be a 1-based depth (int) or a block path such as 'transformer_blocks.7', "
         f"got {value!r} ({type(value).__name__})."
     )
+
+
+def parse_pair(value: Any) -> Pair:
+    """One student/teacher pair: `(8, 16)`, `[8, 16]` (JSON) or `"8:16"` (a CLI), paths allowed."""
+    if isinstance(value, str) and value.count(":") == 1:
+        value = value.split(":")
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        student, teacher = (parse_block(v, name="pairs") for v in value)
+        if student is not None:
+            return student, teacher
+    raise LayerSyncConfigError(
+        f"A LayerSync pair must be (student, teacher), e.g. (8, 16), [8, 16] or '8:16', got {value!r}."
+    )
+
+
+def parse_pairs(value: Any) -> tuple[Pair, ...]:
+    """A list of pairs, or one string of them separated by commas: `"4:12,8:16"`."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, Sequence) or (value and not isinstance(value[0], (str, list, tuple))):
+        raise LayerSyncConfigError(
+            f"`pairs` must be a list of (student, teacher) pairs such as [(4, 12), (8, 16)], got {value!r}."
+        )
+    return tuple(parse_pair(pair) for pair in value)
 
 
 @dataclass(frozen=True)
@@ -68,13 +99,22 @@ class LayerSyncConfig:
             The deeper block whose detached tokens are the target. When omitted, LayerSync picks about twice
             the student depth, outside the last 20% of blocks, and logs the choice.
         weight (`float`, defaults to 0.2):
-            The paper's lambda (`--reg-weight`, `layersync_lambda`); must be > 0.
+            The paper's lambda (`--reg-weight`, `layersync_lambda`); must be > 0. With several pairs the
+            term is `-weight` times the mean similarity over the pairs, so the weight keeps its meaning.
+        pairs (`list` of `(student, teacher)`, *optional*):
+            Several pairs, each as above, e.g. `[(4, 12), (8, 16)]`. One pair is the same config as
+            `student_block`/`teacher_block`; giving both spellings is an error unless they name that pair.
+        warmup_steps (`int`, defaults to 0):
+            Ramp the weight linearly over this many optimizer steps: `weight * min(1, (step + 1) / warmup_steps)`.
+        stop_step (`int`, *optional*):
+            After this many optimizer steps LayerSync removes its hooks and `loss()` returns 0.
 
     Example:
         ```python
         >>> LayerSyncConfig.from_dict({"layersync_enabled": True, "layersync_student_block": 8,
         ...                            "layersync_teacher_block": 16, "layersync_lambda": 0.2})
-        LayerSyncConfig(enabled=True, student_block=8, teacher_block=16, weight=0.2)
+        LayerSyncConfig(enabled=True, student_block=8, teacher_block=16, weight=0.2, pairs=((8, 16),),
+                        warmup_steps=0, stop_step=None)
         ```
     """
 
@@ -82,18 +122,34 @@ class LayerSyncConfig:
     student_block: BlockRef | None = None
     teacher_block: BlockRef | None = None
     weight: float = 0.2
+    pairs: Sequence[Pair] | None = None
+    warmup_steps: int = 0
+    stop_step: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.enabled, bool):
             raise LayerSyncConfigError(f"`enabled` must be true or false, got {self.enabled!r}.")
         # Digit strings arrive from CLIs and hand-written JSON; store them as the depths they mean.
-        object.__setattr__(self, "student_block", parse_block(self.student_block, name="student_block"))
-        object.__setattr__(self, "teacher_block", parse_block(self.teacher_block, name="teacher_block"))
+        student = parse_block(self.student_block, name="student_block")
+        teacher = parse_block(self.teacher_block, name="teacher_block")
+        pairs = parse_pairs(self.pairs) if self.pairs is not None else ()
+        single = () if student is None and teacher is None else ((student, teacher),)
+        if pairs and single and pairs != single:
+            raise LayerSyncConfigError(
+                f"`pairs={list(pairs)}` and `student_block={student!r}`, `teacher_block={teacher!r}` both set the "
+                "blocks; keep one (one pair is `student_block` + `teacher_block`, several are `pairs`)."
+            )
+        pairs = pairs or single
+        # The two spellings of one pair give equal configs; several pairs leave the single fields empty.
+        student, teacher = pairs[0] if len(pairs) == 1 else (None, None)
+        object.__setattr__(self, "student_block", student)
+        object.__setattr__(self, "teacher_block", teacher)
+        object.__setattr__(self, "pairs", pairs)
         if self.enabled:
             self._validate()
 
     def _validate(self):
-        if self.student_block is None:
+        if not self.pairs or any(student is None for student, _ in self.pairs):
             raise LayerSyncConfigError(
                 f"LayerSync needs a student block, but {_SOURCES} is missing. Set it to a depth such as 8 "
                 "(the paper's choice for a 28-block DiT) or a path such as 'transformer_blocks.7'."
@@ -105,14 +161,17 @@ class LayerSyncConfig:
                 "Use 0.2 as in the paper (0.002 for LoRA fine-tunes of large video models), or set "
                 "`enabled=False` to turn LayerSync off."
             )
-        student, teacher = self.student_block, self.teacher_block
-        if isinstance(student, int) and isinstance(teacher, int) and (student >= 0) == (teacher >= 0):
-            if max(teacher, 1) <= max(student, 1):  # 0 and 1 both mean the first block
-                raise LayerSyncConfigError(
-                    f"`teacher_block` must be deeper than `student_block`, got student_block={student}, "
-                    f"teacher_block={teacher}. An equal pair has exactly zero gradient; the paper uses "
-                    "student 8 <- teacher 16 on 28 blocks."
-                )
+        for student, teacher in self.pairs:
+            if isinstance(student, int) and isinstance(teacher, int) and (student >= 0) == (teacher >= 0):
+                if max(teacher, 1) <= max(student, 1):  # 0 and 1 both mean the first block
+                    raise LayerSyncConfigError(
+                        f"`teacher_block` must be deeper than `student_block`, got student_block={student}, "
+                        f"teacher_block={teacher}. An equal pair has exactly zero gradient; the paper uses "
+                        "student 8 <- teacher 16 on 28 blocks."
+                    )
+        if len(set(self.pairs)) != len(self.pairs):
+            raise LayerSyncConfigError(f"`pairs` lists a pair twice: {list(self.pairs)}. Keep each pair once.")
+        WeightSchedule(weight, self.warmup_steps, self.stop_step)  # validates the schedule
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "LayerSyncConfig":
@@ -161,12 +220,19 @@ class LayerSyncConfig:
         group.add_argument("--layersync_teacher_block", type=parse_block, default=None,
                            help="Teacher block, deeper than the student (default: about twice the student).")
         group.add_argument("--layersync_lambda", type=float, default=None, help="Weight of the loss (default 0.2).")
+        group.add_argument("--layersync_pairs", type=parse_pair, nargs="+", default=None, metavar="STUDENT:TEACHER",
+                           help="Several pairs, e.g. `4:12 8:16` (instead of the student/teacher flags).")
+        group.add_argument("--layersync_warmup_steps", type=int, default=None,
+                           help="Ramp the weight linearly over this many optimizer steps (default 0: constant).")
+        group.add_argument("--layersync_stop_step", type=int, default=None,
+                           help="Remove the hooks after this many optimizer steps (default: never).")
         return parser
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LayerSyncConfig":
         """Build from a namespace parsed with the flags of `add_arguments`."""
-        keys = ("layersync_enabled", "layersync_student_block", "layersync_teacher_block", "layersync_lambda")
+        keys = ("layersync_enabled", "layersync_student_block", "layersync_teacher_block", "layersync_lambda",
+                "layersync_pairs", "layersync_warmup_steps", "layersync_stop_step")
         missing = [key for key in keys if not hasattr(args, key)]
         if missing:
             raise LayerSyncConfigError(
@@ -192,7 +258,14 @@ class LayerSyncConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The seed-key form, ready for JSON."""
-        names = {"enabled": "layersync_enabled", "student_block": "layersync_student_block",
-                 "teacher_block": "layersync_teacher_block", "weight": "layersync_lambda"}
-        return {names[key]: value for key, value in asdict(self).items()}
+        """The seed-key form, ready for JSON: the seed keys, then the other keys that differ from their default."""
+        out = {"layersync_enabled": self.enabled, "layersync_student_block": self.student_block,
+               "layersync_teacher_block": self.teacher_block, "layersync_lambda": self.weight}
+        if len(self.pairs) > 1:
+            del out["layersync_student_block"], out["layersync_teacher_block"]
+            out["layersync_pairs"] = [list(pair) for pair in self.pairs]
+        if self.warmup_steps:
+            out["layersync_warmup_steps"] = self.warmup_steps
+        if self.stop_step is not None:
+            out["layersync_stop_step"] = self.stop_step
+        return out

@@ -31,3 +31,7 @@ class MissingActivationsError(LayerSyncError, RuntimeError):
 
 class ShapeMismatchError(LayerSyncError, ValueError):
     """Student and teacher activations cannot be compared token by token."""
+
+
+class CompiledModelError(LayerSyncError, RuntimeError):
+    """The model was compiled whole with `torch.compile` and ran before the hooks were attached."""

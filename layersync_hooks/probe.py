@@ -1,0 +1,206 @@
+"""`layersync-hooks probe MODEL`: which blocks to pair? Measure how similar every block is to every other.
+
+It runs a few forwards of the model at several noise levels, captures the noisy-target tokens of every block
+with `BlockCapture`, and computes block-by-block mean per-token cosine and linear CKA. The report
+(safetensors + JSON + heatmap PNG) recommends student/teacher pairs by the paper heuristic, with reasons.
+
+Example:
+    ```bash
+    layersync-hooks probe ./my-flux/transformer --output-dir probe-flux --height 64 --width 64
+    ```
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+from .blocks import Block, describe, list_blocks, unwrap
+from .capture import BlockCapture
+from .errors import LayerSyncError
+from .layouts import BlockLayout, layout_for
+from .probe_inputs import ProbeSize, forward_inputs, load_forward_kwargs
+from .similarity import Recommendation, cosine_matrix, linear_cka_matrix, recommend
+
+logger = logging.getLogger(__name__)
+
+_WEIGHTS = ("*.safetensors", "*.bin")
+
+
+@dataclass
+class ProbeResult:
+    """Similarity matrices per noise level, `(levels, blocks, blocks)`, and the recommended pairs."""
+
+    model_name: str
+    blocks: list[Block]
+    noise_levels: list[float]
+    cosine: torch.Tensor
+    cka: torch.Tensor
+    recommendations: list[Recommendation]
+
+
+@contextlib.contextmanager
+def _capturing(model: nn.Module):
+    """Forwards that `BlockCapture` records, without training side effects.
+
+    The capture records training forwards only (it checks the root's `training` flag and grad mode), so the
+    root is flagged as training while every submodule stays in eval mode (no dropout, no label dropping) and
+    the weights are frozen (no autograd graph: only the captured block outputs stay in memory).
+    """
+    modes = {module: module.training for module in model.modules()}
+    frozen = {parameter: parameter.requires_grad for parameter in model.parameters()}
+    model.eval()
+    model.training = True
+    model.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+        for parameter, requires_grad in frozen.items():
+            parameter.requires_grad_(requires_grad)
+
+
+def probe(model: nn.Module, batches: Iterable[tuple[float, dict]], *, layout: Optional[BlockLayout] = None,
+          cka_tokens: int = 1024, top: int = 3, progress: bool = True) -> ProbeResult:
+    r"""
+    Block-by-block similarity of the target tokens of `model`, averaged over the batches of each noise level.
+
+    Args:
+        model (`nn.Module`): The transformer.
+        batches (`Iterable[tuple[float, dict]]`): `(noise level, forward kwargs)` pairs.
+        layout (`BlockLayout`, *optional*): Overrides the layout table for this model.
+        cka_tokens (`int`, defaults to 1024): Tokens sampled (seeded) for linear CKA.
+        top (`int`, defaults to 3): How many pairs to recommend.
+
+    Example:
+        ```python
+        >>> result = probe(transformer, [(0.5, inputs)])
+        >>> result.recommendations[0].student, result.recommendations[0].teacher
+        ```
+    """
+    root = unwrap(model)
+    blocks = list_blocks(root, layout_for(root, layout))
+    per_level: dict[str, tuple[float, list[torch.Tensor], list[torch.Tensor]]] = {}  # str: NaN is one level
+    batches = list(batches)
+    with BlockCapture(model, blocks, layout=layout) as capture, _capturing(root):
+        for level, kwargs in _progress(batches, progress):
+            model(**kwargs)
+            activations = capture.pop(caller="probe()")
+            ordered = [activations[block.path] for block in blocks]
+            _, cosines, ckas = per_level.setdefault(str(level), (level, [], []))
+            cosines.append(cosine_matrix(ordered))
+            ckas.append(linear_cka_matrix(ordered, max_tokens=cka_tokens))
+    cosine = torch.stack([torch.stack(cosines).mean(0) for _, cosines, _ in per_level.values()])
+    cka = torch.stack([torch.stack(ckas).mean(0) for _, _, ckas in per_level.values()])
+    levels = [level for level, _, _ in per_level.values()]
+    return ProbeResult(type(root).__name__, blocks, levels, cosine, cka,
+                       recommend(cosine.mean(0), cka.mean(0), top=top))
+
+
+def _progress(batches: list, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the bar is optional (the `demo` extra installs tqdm)
+        return batches
+    return tqdm(batches, desc="probe forwards", unit="forward", disable=not enabled)
+
+
+def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A diffusers model from a local folder (or its `transformer/` subfolder) or a `config.json`.
+
+    Without weight files next to the config, the model is randomly initialised, with a warning.
+    """
+    import diffusers
+
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").exists() and (path / "transformer" / "config.json").exists():
+        path = path / "transformer"  # a pipeline folder
+    config_path = path / "config.json" if path.is_dir() else path
+    if not config_path.is_file():
+        raise FileNotFoundError(f"No diffusers model config at {str(config_path)!r}: pass a model folder with a "
+                                "config.json (weights optional) or the config.json itself.")
+    config = json.loads(config_path.read_text())
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    model_class = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if model_class is None:
+        what = "has no `_class_name`"
+        if name:
+            what = f"names model class {name!r}, which diffusers {diffusers.__version__} does not have"
+        raise LayerSyncError(f"{str(config_path)!r} {what}: the probe needs the config.json of a diffusers model "
+                             "(as written by `save_pretrained` or `save_config`).")
+    folder = config_path.parent
+    if any(any(folder.glob(pattern)) for pattern in _WEIGHTS):
+        model = model_class.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    else:
+        warnings.warn(f"No weights next to {str(config_path)!r}: probing a randomly initialised {name}. The map "
+                      "then shows the architecture at initialisation, not what training learned.", stacklevel=2)
+        model = model_class.from_config(config)
+        model = model.to(dtype) if dtype != torch.float32 else model
+    return model.to(device)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="A local diffusers model folder (config.json, weights optional) or config file.")
+    parser.add_argument("--output-dir", default="layersync_runs/probe", help="Where to write the report.")
+    parser.add_argument("--height", type=int, default=32, help="Latent height, before patching (default 32).")
+    parser.add_argument("--width", type=int, default=32, help="Latent width, before patching (default 32).")
+    parser.add_argument("--frames", type=int, default=4, help="Latent frames of video models (default 4).")
+    parser.add_argument("--text-tokens", type=int, default=16, help="Random text tokens (default 16).")
+    parser.add_argument("--batch-size", type=int, default=2, help="Samples per forward (default 2).")
+    parser.add_argument("--noise-levels", type=float, nargs="+", default=[0.25, 0.5, 0.75],
+                        help="Noise levels sigma in (0, 1); x_t = (1 - sigma) x_0 + sigma noise.")
+    parser.add_argument("--repeats", type=int, default=1, help="Forwards per noise level (default 1).")
+    parser.add_argument("--inputs", help="A safetensors file of forward kwargs (save_forward_kwargs) to use as is.")
+    parser.add_argument("--cka-tokens", type=int, default=1024, help="Tokens sampled for linear CKA.")
+    parser.add_argument("--top", type=int, default=3, help="Pairs to recommend (default 3).")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="auto: bfloat16 on GPU, float32 on CPU.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random inputs (and of random weights).")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .probe_report import print_report, save_report
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (
+        torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    if not all(0 < level < 1 for level in args.noise_levels):
+        print(f"error: --noise-levels must lie in (0, 1), got {args.noise_levels}.", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("matplotlib") is None:  # checked first: the heatmap comes after the forwards
+        print("error: the probe's heatmap needs matplotlib: pip install matplotlib (or layersync_hooks[demo]).",
+              file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)  # random weights (a config without weights) are reproducible too
+    try:
+        model = load_model(args.model, device=device, dtype=dtype)
+        if args.inputs:
+            batches = [(float("nan"), load_forward_kwargs(args.inputs, model))] * args.repeats
+        else:
+            size = ProbeSize(args.batch_size, args.height, args.width, args.frames, args.text_tokens)
+            batches = [(level, forward_inputs(model, size, level, seed=args.seed + i))
+                       for level in args.noise_levels for i in range(args.repeats)]
+        print(f"Probing {type(model).__name__} ({describe(list_blocks(model, layout_for(model)))}) on {device}, "
+              f"{dtype}, {len(batches)} forwards.")
+        result = probe(model, batches, cka_tokens=args.cka_tokens, top=args.top)
+    except (LayerSyncError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_report(result)
+    for path in save_report(result, args.output_dir):
+        print(f"Wrote {path}")
+    return 0

@@ -1,21 +1,20 @@
 """configs/: one preset per family, valid for the real model size, following the paper heuristic."""
 
 import json
+import re
 from pathlib import Path
 
 import diffusers
 import pytest
 import torch
 
-from layersync_hooks import LayerSync, LayerSyncConfig, lookup_layout, recommend_pair
+from layersync_hooks import LayerSync, LayerSyncConfig, recommend_pair
 from layersync_hooks.blocks import list_blocks
 from layersync_hooks.demo.train import DEFAULT_CONFIG, MODEL_CONFIG
 from layersync_hooks.layouts import layout_for
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.json"))
 FAMILIES = [path for path in CONFIGS if path.stem != "demo"]
-# Families whose classes have one plain block stack: the single-stack fallback already numbers them right.
-SINGLE_STACK = {"LTXVideoTransformer3DModel", "CogVideoXTransformer3DModel"}
 
 
 def read(path):
@@ -44,8 +43,6 @@ def test_config_blocks_exist_in_the_real_model(path):
     """The family's class, built at its real size on the meta device, has `_num_blocks` and both blocks."""
     data = read(path)
     cls = getattr(diffusers, data["_model_class"])
-    if lookup_layout(cls) is None and cls.__name__ not in SINGLE_STACK:
-        pytest.skip(f"no layout yet for {cls.__name__}: this checks {path.name} once its layout is in the table")
     with torch.device("meta"):
         model = cls(**data.get("_model_config", {}))
     assert len(list_blocks(model, layout_for(model))) == data["_num_blocks"]
@@ -59,3 +56,16 @@ def test_demo_config_is_the_embedded_default():
     data = read(Path(__file__).parents[1] / "configs" / "demo.json")
     assert {k: v for k, v in data.items() if not k.startswith("_")} == DEFAULT_CONFIG
     assert data["_model_config"]["num_layers"] == MODEL_CONFIG["num_layers"] == data["_num_blocks"]
+
+
+def test_readme_presets_table_matches_the_files():
+    """Each preset row of the README states the file's block count, pair and weight."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)\.json` \| (\d+) \| (\d+) <- (\d+) \| ([\d.]+) \|$", readme, flags=re.M)
+    assert {name for name, *_ in rows} == {path.stem for path in FAMILIES}
+    for name, blocks, student, teacher, weight in rows:
+        data = read(Path(__file__).parents[1] / "configs" / f"{name}.json")
+        assert (int(blocks), int(student), int(teacher), float(weight)) == (
+            data["_num_blocks"], data["layersync_student_block"], data["layersync_teacher_block"],
+            data["layersync_lambda"]), name
+

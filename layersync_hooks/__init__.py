@@ -1,7 +1,7 @@
 """LayerSync (arXiv 2510.12581) for any Hugging Face diffusion transformer, through forward hooks."""
 
 from .blocks import Block, default_teacher, recommend_pair, unwrap
-from .capture import Activation, BlockCapture
+from .capture import BlockCapture
 from .config import LayerSyncConfig
 from .errors import (
     BlockIndexError,
@@ -17,6 +17,7 @@ from .layersync import LayerSync
 from .families import LAYOUTS
 from .layouts import BlockLayout, CallInputs, Stack, lookup_layout, register_layout, unregister_layout
 from .loss import layersync_loss, token_similarity
+from .selection import Activation
 
 __version__ = "0.1.0"
 

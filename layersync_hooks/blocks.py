@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 
 from torch import nn
 
-from .errors import BlockIndexError, UnknownModelError
+from .errors import BlockIndexError, LayerSyncConfigError, UnknownModelError
 from .layouts import BlockLayout, Stack
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,33 @@ def resolve(ref: Union[int, str], blocks: Sequence[Block], *, name: str, model_n
         f"LayerSync could not find layer: `{name}={ref!r}` is not a block of {model_name}, which has "
         f"{describe(blocks)}. Use a path such as {examples} or a depth in 1..{n}."
     )
+
+
+def pick_pair(student_ref: Union[int, str], teacher_ref: Optional[Union[int, str]], blocks: Sequence[Block], *,
+              model_name: str) -> tuple[Block, Block]:
+    """Resolve a student and a deeper teacher; an omitted teacher is chosen by `default_teacher` and logged."""
+    student = resolve(student_ref, blocks, name="student_block", model_name=model_name)
+    if teacher_ref is not None:
+        teacher = resolve(teacher_ref, blocks, name="teacher_block", model_name=model_name)
+    else:
+        depth = default_teacher(student.depth, len(blocks))
+        if depth is None:
+            raise BlockIndexError(
+                f"LayerSync could not find layer: no teacher fits after student_block={student_ref!r} "
+                f"(depth {student.depth}) in {model_name}, which has {describe(blocks)}: the teacher must be deeper "
+                f"than the student and outside the last 20% of blocks. Pass `teacher_block` explicitly."
+            )
+        teacher = blocks[depth - 1]
+        logger.info("LayerSync teacher_block not given: chose depth %d (%s), about twice the student "
+                    "depth %d and outside the last 20%% of %d blocks.", depth, teacher.path, student.depth,
+                    len(blocks))
+    if teacher.depth <= student.depth:
+        raise LayerSyncConfigError(
+            f"`teacher_block` must be deeper than `student_block`, got student_block={student_ref!r} "
+            f"({student.path}, depth {student.depth}), teacher_block={teacher_ref!r} "
+            f"({teacher.path}, depth {teacher.depth}). An equal pair has exactly zero gradient."
+        )
+    return student, teacher
 
 
 def default_teacher(student_depth: int, num_blocks: int) -> Optional[int]:

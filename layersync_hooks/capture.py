@@ -13,24 +13,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from typing import Any, NamedTuple, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from .blocks import Block, list_blocks, resolve, unwrap
 from .compiled import check_not_compiled_yet, not_compiled_alone
-from .errors import LayerSyncError, MissingActivationsError, ShapeMismatchError
-from .layouts import BlockLayout, CallInputs, layout_for
+from .errors import LayerSyncError, MissingActivationsError
+from .layouts import BlockLayout, layout_for
+from .selection import Activation, select
 
 logger = logging.getLogger(__name__)
-
-
-class Activation(NamedTuple):
-    """The target tokens of one block: `hidden` (B, N, D) in the model's dtype, `mask` (B, N) bool or None."""
-
-    hidden: torch.Tensor
-    mask: Optional[torch.Tensor]
 
 
 def _skip_reason(root: nn.Module, active: bool) -> Optional[str]:
@@ -187,42 +181,6 @@ class _Engine:
             why = "Its activations were already used since the last training forward."
         return (f"`{caller}` found no activations from {names}. {why} Run the model's training forward "
                 f"before calling `{caller}`, once per forward.")
-
-
-def _stream(block: Block, output: Any) -> torch.Tensor:
-    """The latent-stream tensor of one block output, per the layout's `output` index."""
-    if hasattr(output, "to_tuple"):  # a transformers/diffusers ModelOutput
-        output = output.to_tuple()
-    if isinstance(output, (tuple, list)):
-        index = block.stack.output
-        if not -len(output) <= index < len(output):
-            raise LayerSyncError(
-                f"Block {block.path!r} returned a {type(output).__name__} of {len(output)} elements, but the "
-                f"layout reads element {index}. Fix `Stack({block.stack.path!r}, output=...)`."
-            )
-        output = output[index]
-    if not isinstance(output, torch.Tensor):
-        raise LayerSyncError(
-            f"Block {block.path!r} gave {type(output).__name__} where the layout expects the latent stream "
-            f"tensor. Fix `Stack({block.stack.path!r}, output=...)` to the index of the image tokens."
-        )
-    return output
-
-
-def select(block: Block, output: Any, block_call: Any, root: nn.Module, model_call: Any) -> Activation:
-    """Cut the target tokens out of one raw block output: stream element, token rule, (B,T,P,D) -> (B,T*P,D)."""
-    hidden = _stream(block, output)
-    mask = None
-    if block.stack.tokens is not None:  # the rule sees the stream as returned: (S, B, D) and (B, C, H, W) exist
-        hidden, mask = block.stack.tokens(hidden, CallInputs(root, model_call, block.module, block_call))
-    if hidden.dim() == 4:
-        hidden = hidden.flatten(1, 2)
-    if hidden.dim() != 3:
-        raise ShapeMismatchError(
-            f"Block {block.path!r} gave target tokens of shape {tuple(hidden.shape)}; LayerSync needs "
-            "(batch, tokens, channels) or (batch, frames, tokens, channels)."
-        )
-    return Activation(hidden, mask)
 
 
 class BlockCapture:

@@ -15,15 +15,16 @@ from . import __version__
 
 # command -> (module, one-line help). One line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("layersync_hooks.demo", "Train a small PixArt on generated shapes with LayerSync (--compare: and without)."),
+    "demo": ("layersync_hooks.demo",
+             "Train a small PixArt on generated shapes with LayerSync (--compare: and without)."),
     "families": ("layersync_hooks.families_command", "List the supported model classes, their stacks and depths."),
     "probe": ("layersync_hooks.probe", "Measure block-to-block similarity and recommend student/teacher pairs."),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layersync-hooks",
-                                     description="LayerSync (arXiv 2510.12581) for Hugging Face diffusion transformers.")
+    description = "LayerSync (arXiv 2510.12581) for Hugging Face diffusion transformers."
+    parser = argparse.ArgumentParser(prog="layersync-hooks", description=description)
     parser.add_argument("--version", action="version", version=f"layersync_hooks {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():

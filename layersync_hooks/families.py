@@ -132,7 +132,8 @@ LAYOUTS: dict[str, BlockLayout] = {
         Stack("layers", tokens=Span(Latents("hidden_states", patch="patch_size"),
                                     start=Valid("encoder_attention_mask"))))),
     "ZImageTransformer2DModel": BlockLayout(stacks=(
-        Stack("noise_refiner", tokens=ZImageTarget(unified=False)), Stack("layers", tokens=ZImageTarget(unified=True)))),
+        Stack("noise_refiner", tokens=ZImageTarget(unified=False)),
+        Stack("layers", tokens=ZImageTarget(unified=True)))),
     "OmniGenTransformer2DModel": _stacks("layers", tokens=_image_last()),  # [condition; time token; image]
     "ErnieImageTransformer2DModel": _stacks("layers", tokens=SequenceFirst(_image_first())),  # (S, B, D): [image; text]
     "BriaFibo2Transformer2DModel": BlockLayout(stacks=(  # layers: [gist; image; context] or [image; context; gist]

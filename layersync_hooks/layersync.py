@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .blocks import Block, default_teacher, describe, list_blocks, resolve, unwrap
+from .blocks import Block, list_blocks, pick_pair, unwrap
 from .capture import BlockCapture
 from .config import BlockRef, LayerSyncConfig, Pair
-from .errors import BlockIndexError, LayerSyncConfigError, LayerSyncError
+from .errors import LayerSyncConfigError, LayerSyncError
 from .layouts import BlockLayout, layout_for
 from .loss import token_similarity
 from .schedule import WeightSchedule, ends_optimizer_step
@@ -80,7 +80,9 @@ class LayerSync:
             return
         self._layout = layout_for(self.model, layout)
         blocks = list_blocks(self.model, self._layout)
-        self.pairs = tuple(self._pick_pair(student, teacher, blocks) for student, teacher in self.config.pairs)
+        name = type(self.model).__name__
+        self.pairs = tuple(pick_pair(student, teacher, blocks, model_name=name)
+                           for student, teacher in self.config.pairs)
         if len({(s.path, t.path) for s, t in self.pairs}) != len(self.pairs):
             raise LayerSyncConfigError(f"`pairs={list(self.config.pairs)}` name the same blocks twice; keep each once.")
         self.student, self.teacher = self.pairs[0]
@@ -99,32 +101,6 @@ class LayerSync:
         config = LayerSyncConfig.load(config)
         return cls(model, pairs=config.pairs or None, weight=config.weight, warmup_steps=config.warmup_steps,
                    stop_step=config.stop_step, enabled=config.enabled, layout=layout)
-
-    def _pick_pair(self, student_ref: BlockRef, teacher_ref: Optional[BlockRef],
-                   blocks: list[Block]) -> tuple[Block, Block]:
-        name = type(self.model).__name__
-        student = resolve(student_ref, blocks, name="student_block", model_name=name)
-        if teacher_ref is not None:
-            teacher = resolve(teacher_ref, blocks, name="teacher_block", model_name=name)
-        else:
-            depth = default_teacher(student.depth, len(blocks))
-            if depth is None:
-                raise BlockIndexError(
-                    f"LayerSync could not find layer: no teacher fits after student_block={student_ref!r} "
-                    f"(depth {student.depth}) in {name}, which has {describe(blocks)}: the teacher must be deeper "
-                    f"than the student and outside the last 20% of blocks. Pass `teacher_block` explicitly."
-                )
-            teacher = blocks[depth - 1]
-            logger.info("LayerSync teacher_block not given: chose depth %d (%s), about twice the student "
-                        "depth %d and outside the last 20%% of %d blocks.", depth, teacher.path, student.depth,
-                        len(blocks))
-        if teacher.depth <= student.depth:
-            raise LayerSyncConfigError(
-                f"`teacher_block` must be deeper than `student_block`, got student_block={student_ref!r} "
-                f"({student.path}, depth {student.depth}), teacher_block={teacher_ref!r} "
-                f"({teacher.path}, depth {teacher.depth}). An equal pair has exactly zero gradient."
-            )
-        return student, teacher
 
     def _attach(self, model: Optional[nn.Module] = None) -> None:
         blocks = [block for pair in self.pairs for block in pair]
@@ -155,14 +131,14 @@ class LayerSync:
             parameter = next(self.model.parameters(), None)
             return torch.zeros((), device=parameter.device if parameter is not None else None)
         activations = self._capture.pop(caller="LayerSync.loss()")
-        similarities = [token_similarity(activations[s.path].hidden, activations[t.path].hidden,
-                                         mask=_both(activations[s.path].mask, activations[t.path].mask))
-                        for s, t in self.pairs]
+        masks = [_both(activations[s.path].mask, activations[t.path].mask) for s, t in self.pairs]
+        similarities = [token_similarity(activations[s.path].hidden, activations[t.path].hidden, mask=mask)
+                        for (s, t), mask in zip(self.pairs, masks)]
         similarity = similarities[0] if len(similarities) == 1 else torch.stack(similarities).mean()
         weight = self.weight
         term = -weight * similarity
         per_pair = similarities if len(similarities) > 1 else []
-        stats = torch.stack([term, similarity, *per_pair]).detach()
+        stats = torch.stack([term, similarity, _unaligned_share(masks, term), *per_pair]).detach()
         self._sums = stats if self._sums is None else self._sums + stats
         self._weights += weight
         self._count += 1
@@ -191,7 +167,8 @@ class LayerSync:
         if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
             values = values / dist.get_world_size()
-        loss, similarity, *per_pair = values.tolist()
+        loss, similarity, unaligned, *per_pair = values.tolist()
+        self._check_aligned(unaligned)
         logs = {"layersync_loss": loss, "layersync_similarity": similarity}
         for (student, teacher), value in zip(self.pairs, per_pair):
             logs[f"layersync_similarity/{student.depth}-{teacher.depth}"] = value
@@ -199,6 +176,20 @@ class LayerSync:
             logs["layersync_weight"] = self._weights / self._count
         self._sums, self._weights, self._count = None, 0.0, 0
         return logs
+
+    def _check_aligned(self, share: float) -> None:
+        """Token rules read the model's inputs; inputs unlike the pipeline's can select no target token."""
+        if share == 0:
+            return
+        rules = "; ".join(sorted({f"{b.stack.path}: {b.stack.tokens}" for pair in self.pairs for b in pair
+                                  if b.stack.tokens is not None}))
+        message = (f"LayerSync's token rules ({rules}) selected no target token in {share:.0%} of the samples since "
+                   f"the last metrics(), so those samples got no LayerSync gradient. The rules read the model's "
+                   "inputs: pass them as the family's diffusers pipeline builds them (e.g. Flux `img_ids[..., 0]` "
+                   "is 0 on the target image), or give `layout=` a rule that fits your inputs.")
+        if share >= 1:  # nothing was aligned at all: LayerSync is a silent no-op
+            raise LayerSyncError(message)
+        warnings.warn(message, stacklevel=3)
 
     @contextlib.contextmanager
     def paused(self):
@@ -245,6 +236,12 @@ class LayerSync:
         pairs = ", ".join(f"student={s.path} (depth {s.depth}) <- teacher={t.path} (depth {t.depth})"
                           for s, t in self.pairs)
         return f"LayerSync({type(self.model).__name__}, {pairs}, weight={self.config.weight}, {state})"
+
+
+def _unaligned_share(masks: Sequence[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
+    """The largest share of samples in which a pair's mask selects no token (0 without masks); no host sync."""
+    shares = [(~mask.any(dim=1)).float().mean() for mask in masks if mask is not None]
+    return torch.stack(shares).max() if shares else like.new_zeros(())
 
 
 def _both(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .blocks import recommend_pair
-from .capture import Activation
+from .selection import Activation
 from .errors import LayerSyncError
 from .loss import EPS
 

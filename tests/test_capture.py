@@ -201,7 +201,8 @@ def test_captures_share_hooks_and_buffer():
     prediction(model, inputs)
     assert buffer.stores == 2
     activations = repa.pop()
-    assert set(activations) == {"transformer_blocks.0"} and activations["transformer_blocks.0"].hidden.shape == (2, 16, 8)
+    assert set(activations) == {"transformer_blocks.0"}
+    assert activations["transformer_blocks.0"].hidden.shape == (2, 16, 8)
     assert "transformer_blocks.0" in buffer  # still held for LayerSync
     layersync.loss()
     assert not buffer

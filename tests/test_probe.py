@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from layersync_hooks import LayerSync, UnknownModelError, token_similarity
-from layersync_hooks.capture import Activation
+from layersync_hooks import Activation
 from layersync_hooks.cli import main
 from layersync_hooks.probe import probe
 from layersync_hooks.probe_inputs import INPUT_BUILDERS, ProbeSize, forward_inputs, save_forward_kwargs

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0,
                         help="Also save the training state every N steps (it is always saved at the end).")
     parser.add_argument("--report-to", default="auto",
-                        help="Accelerate tracker: 'tensorboard', 'wandb', ..., 'none'; 'auto' = TensorBoard if installed.")
+                        help="Accelerate tracker: 'tensorboard', 'wandb', ..., 'none'; "
+                             "'auto' = TensorBoard if installed.")
 
 
 def _positive(text: str) -> int:

@@ -1,0 +1,47 @@
+"""A token rule that selects nothing is loud: at once for an empty slice, at metrics() for an empty mask."""
+
+import pytest
+import torch
+
+from layersync_hooks import BlockLayout, LayerSync, LayerSyncError, Stack
+from tiny_models import build, prediction
+
+
+def test_empty_slice_raises_before_backward():
+    """A rule that keeps no token fails in loss(), naming the stack, instead of a NaN loss."""
+    model, inputs = build("PixArt")
+    layout = BlockLayout(stacks=(Stack("transformer_blocks", tokens=lambda hidden, _: (hidden[:, :0], None)),))
+    layersync = LayerSync(model, student_block=1, teacher_block=3, layout=layout)
+    prediction(model, inputs)
+    with pytest.raises(LayerSyncError, match=r"rule of 'transformer_blocks' .* selected no tokens from 'transformer_"):
+        layersync.loss()
+
+
+def test_flux_ids_unlike_the_pipeline_raise_at_metrics():
+    """Flux ids whose first column is never 0 mark no target token: loss() stays finite, metrics() raises."""
+    model, inputs = build("Flux")
+    inputs["img_ids"] = inputs["img_ids"].clone()
+    inputs["img_ids"][:, 0] = 1  # every image token marked as a context image
+    layersync = LayerSync(model, student_block=2, teacher_block=4)
+    prediction(model, inputs)
+    term = layersync.loss()
+    assert torch.isfinite(term) and term.item() == 0
+    with pytest.raises(LayerSyncError, match=r"selected no target token in 100% of the samples.*img_ids"):
+        layersync.metrics()
+
+
+def test_some_samples_without_targets_warn():
+    """A mask that empties some samples warns with their share; the other samples still train."""
+    model, inputs = build("PixArt")
+
+    def first_sample_only(hidden, _):
+        mask = torch.zeros(hidden.shape[:2], dtype=torch.bool)
+        mask[0] = True
+        return hidden, mask
+
+    layout = BlockLayout(stacks=(Stack("transformer_blocks", tokens=first_sample_only),))
+    layersync = LayerSync(model, student_block=1, teacher_block=3, layout=layout)
+    prediction(model, inputs)
+    assert layersync.loss().item() != 0
+    with pytest.warns(UserWarning, match=r"no target token in 50% of the samples"):
+        assert set(layersync.metrics()) == {"layersync_loss", "layersync_similarity"}

@@ -21,8 +21,10 @@ from .errors import ShapeMismatchError
 # Tokens whose norm is below EPS count as zero vectors: their similarity is 0 and their gradient finite.
 EPS = 1e-6
 # Row chunks are at most 1/_SPLITS of the tokens and _CHUNK elements, which bounds the float32 temporaries
-# (the elementwise product, and the upcast of fp16/bf16 chunks) to a fraction of one activation.
+# (the elementwise product, and the upcast of fp16/bf16 chunks) to a fraction of one activation; chunks below
+# _MIN_CHUNK elements are not worth a Python loop iteration.
 _SPLITS = 8
+_MIN_CHUNK = 2**16
 _CHUNK = 2**22
 
 
@@ -39,7 +41,8 @@ def _row_chunks(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
     except RuntimeError:  # a slice of a longer joint sequence: view it sample by sample
         groups = list(zip(*(x.unbind(0) for x in tensors)))
     total = sum(group[0].shape[0] for group in groups)
-    rows = max(1, min(-(-total // _SPLITS), _CHUNK // max(width, 1)))
+    width = max(width, 1)
+    rows = max(1, min(max(-(-total // _SPLITS), _MIN_CHUNK // width), _CHUNK // width))
     for group in groups:
         for start in range(0, group[0].shape[0], rows):
             yield tuple(x[start:start + rows] for x in group)

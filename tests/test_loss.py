@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import layersync_hooks.loss as loss_module
 from layersync_hooks import ShapeMismatchError, layersync_loss, token_similarity
 
 
@@ -76,8 +77,15 @@ def reference_grad(student, teacher, mask=None):
     return value, student.grad
 
 
+@pytest.fixture(params=["one chunk", "many chunks"])
+def chunks(request, monkeypatch):
+    """Run a test with the default row chunks (one, for small tensors) and with chunks of a few rows."""
+    if request.param == "many chunks":
+        monkeypatch.setattr(loss_module, "_MIN_CHUNK", 1)
+
+
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-5), (torch.float16, 2e-6)])
-def test_gradient_matches_float64_reference(dtype, atol):
+def test_gradient_matches_float64_reference(dtype, atol, chunks):
     """The student gradient equals float64 autograd of the formula, for float32 and half activations."""
     student, teacher = torch.randn(3, 40, 24).to(dtype), torch.randn(3, 40, 24).to(dtype)
     mask = torch.rand(3, 40) > 0.3
@@ -90,7 +98,7 @@ def test_gradient_matches_float64_reference(dtype, atol):
     torch.testing.assert_close(student.grad.double(), expected_grad, atol=atol, rtol=1e-2)
 
 
-def test_image_slice_of_a_joint_sequence():
+def test_image_slice_of_a_joint_sequence(chunks):
     """Image tokens sliced out of a [text; image] stream (a non-contiguous view) give the contiguous result."""
     joint = torch.randn(3, 7 + 20, 16, requires_grad=True)
     teacher = torch.randn(3, 7 + 20, 16)[:, 7:]

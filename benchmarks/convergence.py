@@ -3,12 +3,14 @@
     python benchmarks/convergence.py            # 3 seeds x 2 arms x 800 steps, 2 processes of 1 thread each
     python benchmarks/convergence.py --steps 2500 --eval-every 500 --out benchmarks/results/convergence_2500.json
     python benchmarks/convergence.py --weight 0.05 --reuse-baseline benchmarks/results/convergence.json \
-        --out benchmarks/results/convergence_w0.05.json      # another LayerSync setting, same baseline runs
+        --out benchmarks/results/convergence_weight0.05.json  # another LayerSync setting, same baseline runs
+    python benchmarks/convergence.py --report benchmarks/results/convergence.json   # its table and PNG again
+    python benchmarks/convergence.py --report a.json b.json --out ab.json   # merge results of other seeds
     python benchmarks/convergence.py --steps 20 --eval-every 10 --seeds 0 --samples 60 --sample-steps 3 \
         --out /tmp/smoke.json                                 # a smoke run
 
-One 800-step run is about 4 minutes of one quiet core, so the default fits in about 15 minutes on 2 quiet cores;
-the 2500-step setting takes about three times as long.
+One 800-step run with its 4 checkpoints took about 5.5 minutes of CPU time of one core here, so the default (6 runs,
+2 at a time) needs about 17 minutes of 2 otherwise idle cores; the 2500-step setting about three times as long.
 
 Data: scikit-learn's bundled 8x8 digits (1797 images, 10 classes; offline), scaled to [-1, 1], split once into
 1497 training and 300 held-out images. Model: diffusers `DiTTransformer2DModel` (patch 2, so 16 tokens; adaLN-zero;
@@ -164,9 +166,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--reuse-baseline", type=Path, default=None,
                         help="take the baseline runs from this earlier result (same baseline settings)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "convergence.json")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON result (default: results/convergence.json)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the curves (default: --out with .png)")
-    parser.add_argument("--report", type=Path, default=None, help="only summarize and plot this earlier result again")
+    parser.add_argument("--report", type=Path, nargs="+", default=None,
+                        help="only summarize and plot earlier results again (several: merged, e.g. other seeds)")
     return parser.parse_args(argv)
 
 
@@ -187,21 +190,37 @@ def reused_baselines(args) -> list[dict]:
     return [r for r in earlier["runs"] if not r["layersync"] and r["seed"] in args.seeds]
 
 
-def report_again(path: Path) -> int:
-    """Summarize, tabulate and plot an earlier result again (`--report PATH`), without training."""
-    result = json.loads(path.read_text())
+# Settings that may differ between results merged by --report (they do not change what a run computes).
+RUN_ONLY_KEYS = ("seeds", "jobs", "threads", "out", "plot", "report", "reuse_baseline")
+
+
+def report_again(paths: list[Path], out: Path) -> int:
+    """Summarize, tabulate and plot earlier results again, without training (`--report`). Several results with
+    the same settings (other seeds) are merged into one."""
+    results = [json.loads(path.read_text()) for path in paths]
+    for path, other in zip(paths[1:], results[1:]):
+        different = {k for k in set(other["config"]) | set(results[0]["config"]) if k not in RUN_ONLY_KEYS
+                     and other["config"].get(k) != results[0]["config"].get(k)}
+        if different:
+            raise SystemExit(f"--report cannot merge {path} into {paths[0]}: they differ in {sorted(different)}.")
+    result = results[0]
+    runs = {(r["seed"], r["layersync"]): r for other in results for r in other["runs"]}
+    result["runs"] = [runs[key] for key in sorted(runs)]
+    result["config"]["seeds"] = sorted({seed for seed, _ in runs})
+    result["merged_from"] = [other["command"] for other in results] if len(results) > 1 else None
     args = argparse.Namespace(**result["config"])
     result["summary"] = summarize(result["runs"], args)
-    save(result, path)
-    plot(result["summary"], path.with_suffix(".png"), args)
+    save(result, out)
+    plot(result["summary"], out.with_suffix(".png"), args)
     print(table(result["summary"]))
     return 0
 
 
 def main(argv=None) -> int:
     args = parse(argv)
-    if args.report is not None:
-        return report_again(args.report)
+    if args.report:
+        return report_again(args.report, args.out or args.report[0])
+    args.out = args.out or RESULTS / "convergence.json"
     started, info = time.time(), machine(torch.device("cpu"))
     data = digits()
     features = classifier(data[0], data[1])

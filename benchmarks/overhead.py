@@ -1,6 +1,6 @@
 """Step-time and peak-memory overhead of LayerSync, measured side by side in one process.
 
-    python benchmarks/overhead.py                                    # every case, prints a table (~15 min on 2 CPU cores)
+    python benchmarks/overhead.py --threads 1                        # every case, prints a table
     python benchmarks/overhead.py --json --save benchmarks/results/overhead_cpu.json
     python benchmarks/overhead.py --cases dit-tiny --rounds 3 --warmup 1     # a smoke run, seconds
 
@@ -20,7 +20,8 @@ are reported as well, and the machine's load average is recorded before and afte
 
 `isolated_ratio` is a low-noise cross-check: the LayerSync term alone (its forward and backward on tensors of
 the student's shape, plus accumulating its gradient into the student's) timed over many repetitions, added to
-the median baseline step. `loss_alone` compares that term with the formula written plainly (time and its own
+the median baseline step; `isolated_paused_ratio` likewise adds what the hooks cost when paused
+(`hooks_alone_us`: per forward, timed on a model of identity blocks). `loss_alone` compares that term with the formula written plainly (time and its own
 peak memory). Peak memory is measured once per variant, for the whole step (`peak_bytes`) and for forward and
 backward alone (`forward_backward_peak_bytes`: where activations, not the optimizer, set the high-water mark);
 see `memory.py` for how, on CPU and GPU.
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from cases import CASES, build  # noqa: E402
 from common import load, machine, pick_device, save, sync  # noqa: E402
-from loss_alone import WEIGHT, loss_alone, straightforward_loss  # noqa: E402
+from isolated import WEIGHT, hooks_alone_us, loss_alone, straightforward_loss  # noqa: E402
 from memory import peak_bytes  # noqa: E402
 
 from layersync_hooks import BlockCapture, LayerSync, layersync_loss, recommend_pair  # noqa: E402
@@ -128,7 +129,7 @@ def time_rounds(run, rounds: int, warmup: int, seed: int) -> dict[str, dict[str,
     return times
 
 
-def run_case(name: str, args, device) -> dict:
+def run_case(name: str, args, device, hooks_us: float) -> dict:
     model, inputs, batch = build(name, batch=args.batch, device=device, dtype=args.dtype)
     blocks = list_blocks(model, layout_for(model))
     pair = recommend_pair(len(blocks))
@@ -179,6 +180,7 @@ def run_case(name: str, args, device) -> dict:
         "capture_all_ratio": ratios["capture_all"][0], "capture_all_ratio_iqr": ratios["capture_all"][1],
         "cpu_time_ratio": {v: cpu_ratios[v][0] for v in cpu_ratios},
         "isolated_ratio": 1 + alone["layersync_hooks"]["ms"] / 1e3 / statistics.median(base_wall),
+        "isolated_paused_ratio": 1 + hooks_us / 1e6 / statistics.median(base_wall),
         "loss_alone": alone,
         "peak_bytes": peaks,
         "extra_peak_bytes": peaks["layersync"] - peaks["baseline"],
@@ -199,20 +201,18 @@ def _paired(variant: list[float], baseline: list[float]) -> tuple[float, list[fl
 
 
 def table(results: list[dict]) -> str:
+    """One row per case; peak-memory differences in float32 student activations."""
     header = (f"{'case':<10}{'model':<32}{'batch':>5}{'base s':>9}{'LS ratio':>10}{'paused':>9}{'all blk':>9}"
-              f"{'isolated':>10}{'extra peak':>12}{'student act':>13}{'load':>7}")
+              f"{'isolated':>10}{'extra peak step':>17}{'fwd+bwd':>9}{'student act':>13}{'load':>7}")
     lines = [header, "-" * len(header)]
     for r in results:
+        act = r["student_activation_bytes"]
         lines.append(
             f"{r['case']:<10}{r['model']:<32}{r['batch']:>5}{r['median_step_s']['baseline']:>9.3f}"
             f"{r['step_time_ratio']:>10.4f}{r['paused_ratio']:>9.4f}{r['capture_all_ratio']:>9.4f}"
-            f"{r['isolated_ratio']:>10.5f}{_mib(r['extra_peak_bytes']):>12}{_mib(r['student_activation_bytes']):>13}"
-            f"{r['loadavg_after'][0]:>7.2f}")
+            f"{r['isolated_ratio']:>10.5f}{r['extra_peak_bytes'] / act:>13.2f} act"
+            f"{r['extra_forward_backward_peak_bytes'] / act:>9.2f}{act / 2**20:>9.2f} MiB{r['loadavg_after'][0]:>7.2f}")
     return "\n".join(lines)
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
 
 
 def main(argv=None) -> int:
@@ -234,14 +234,14 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    info, results = machine(device), []
+    info, results, hooks_us = machine(device), [], hooks_alone_us()
     for name in args.cases:
-        results.append(run_case(name, args, device))
+        results.append(run_case(name, args, device, hooks_us))
         print(f"done {name}: ratio {results[-1]['step_time_ratio']:.4f}, load {load()}", file=sys.stderr)
     headline = next((r for r in results if r["case"] == HEADLINE), results[-1])
     keys = ("step_time_ratio", "paused_ratio", "capture_all_ratio", "extra_peak_bytes", "student_activation_bytes",
-            "extra_forward_backward_peak_bytes", "isolated_ratio", "case")
-    result = {**{k: headline[k] for k in keys}, "machine": info, "loadavg_end": load(),
+            "extra_forward_backward_peak_bytes", "isolated_ratio", "isolated_paused_ratio", "case")
+    result = {**{k: headline[k] for k in keys}, "hooks_alone_us": hooks_us, "machine": info, "loadavg_end": load(),
               "command": " ".join(["python", "benchmarks/overhead.py", *(argv if argv is not None else sys.argv[1:])]),
               "cases": results}
     if args.save is not None:

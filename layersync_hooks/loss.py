@@ -5,9 +5,10 @@
 Computed in float32 whatever the activation dtype, so fp16/bf16 zero or padding tokens give 0, not NaN.
 
 The per-token cosine is one autograd function that makes no full-size copy of either activation: it keeps
-references to the student and teacher tensors (the model holds them anyway), works through them in row chunks
-(upcasting one chunk at a time), recomputes the norms in backward instead of saving them, and writes the student
-gradient straight into its output. Its only full-size allocation is that gradient, which autograd needs anyway.
+references to the student and teacher tensors (the model holds them anyway) and three floats per token, computes
+the norms in float32 inside the reduction, the dot products in row chunks (upcasting one chunk at a time), and
+writes the student gradient straight into its output. Its only full-size allocation is that gradient, which
+autograd needs anyway.
 """
 
 from __future__ import annotations
@@ -33,26 +34,26 @@ def flatten_tokens(hidden: torch.Tensor) -> torch.Tensor:
     return hidden.flatten(1, 2) if hidden.dim() == 4 else hidden
 
 
-def _row_chunks(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Aligned (rows, D) views of same-shape (B, N, D) tensors, in token order, without copies."""
-    width = tensors[0].shape[-1]
+def _row_chunks(*tensors: torch.Tensor) -> Iterator[tuple[int, ...]]:
+    """(first row, aligned (rows, D) views) of same-shape (B, N, D) tensors, in token order, without copies."""
+    width = max(tensors[0].shape[-1], 1)
     try:
         groups = [tuple(x.view(-1, width) for x in tensors)]
     except RuntimeError:  # a slice of a longer joint sequence: view it sample by sample
         groups = list(zip(*(x.unbind(0) for x in tensors)))
     total = sum(group[0].shape[0] for group in groups)
-    width = max(width, 1)
     rows = max(1, min(max(-(-total // _SPLITS), _MIN_CHUNK // width), _CHUNK // width))
+    first = 0
     for group in groups:
         for start in range(0, group[0].shape[0], rows):
-            yield tuple(x[start:start + rows] for x in group)
+            chunk = tuple(x[start:start + rows] for x in group)
+            yield (first, *chunk)
+            first += chunk[0].shape[0]
 
 
-def _cosine_terms(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(raw cosine, clamped |s|, clamped |t|) of float32 row chunks."""
-    s_norm = torch.linalg.vector_norm(s, dim=-1).clamp_min(EPS)
-    t_norm = torch.linalg.vector_norm(t, dim=-1).clamp_min(EPS)
-    return (s * t).sum(-1) / (s_norm * t_norm), s_norm, t_norm
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    """Per-token float32 norms (B*N,), clamped below at EPS; the upcast happens inside the reduction."""
+    return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).reshape(-1).clamp_min(EPS)
 
 
 class _TokenCosine(torch.autograd.Function):
@@ -60,39 +61,36 @@ class _TokenCosine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(student, teacher)
-        out = torch.empty(student.shape[:-1].numel(), dtype=torch.float32, device=student.device)
-        start = 0
-        # fp32 compute even inside a user's autocast region
+        # float32 even inside a user's autocast region
         with torch.autocast(student.device.type, enabled=False):
-            for s, t in _row_chunks(student, teacher):
-                cosine, _, _ = _cosine_terms(s.float(), t.float())
-                out[start:start + len(cosine)] = cosine.clamp_(-1.0, 1.0)
-                start += len(cosine)
-        return out
+            s_norm, t_norm = _norms(student), _norms(teacher)
+            dot = torch.empty_like(s_norm)
+            for first, s, t in _row_chunks(student, teacher):
+                torch.sum(s.float() * t.float(), dim=-1, out=dot[first:first + len(s)])
+            raw = dot.div_(s_norm * t_norm)
+        # references to the activations (the model holds them anyway) and three floats per token
+        ctx.save_for_backward(student, teacher, raw, s_norm, t_norm)
+        return raw.clamp(-1.0, 1.0)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        student, teacher = ctx.saved_tensors
+        student, teacher, raw, s_norm, t_norm = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
+        # d cos / d s = t / (|s||t|) - cos * s / |s|^2. The clamps pass no gradient where they bite:
+        # |cos| > 1 from rounding, and |s| < EPS (then only the t term remains, as for clamp_min).
+        upstream = grad_out * (raw.abs() <= 1.0)
+        along_t = (upstream / (s_norm * t_norm)).unsqueeze(-1)
+        along_s = (-upstream * raw / s_norm.square() * (s_norm > EPS)).unsqueeze(-1)
         grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
-        start = 0
         with torch.autocast(student.device.type, enabled=False):
-            for s, t, g in _row_chunks(student, teacher, grad):
-                s, t = s.float(), t.float()
-                cosine, s_norm, t_norm = _cosine_terms(s, t)
-                # d cos / d s = t / (|s||t|) - cos * s / |s|^2. The clamps pass no gradient where they bite:
-                # |cos| > 1 from rounding, and |s| < EPS (then only the t term remains, as for clamp_min).
-                upstream = grad_out[start:start + len(cosine)] * (cosine.abs() <= 1.0)
-                along_t = upstream / (s_norm * t_norm)
-                along_s = -upstream * cosine / s_norm.square() * (s_norm > EPS)
-                out = g if g.dtype == torch.float32 else torch.empty_like(s)
-                torch.mul(t, along_t.unsqueeze(-1), out=out).addcmul_(s, along_s.unsqueeze(-1))
-                if out is not g:
-                    g.copy_(out)
-                start += len(cosine)
+            for first, s, t, g in _row_chunks(student, teacher, grad):
+                rows = slice(first, first + len(s))
+                if g.dtype == torch.float32:  # written in place: no temporary at all
+                    torch.mul(t, along_t[rows], out=g).addcmul_(s, along_s[rows])
+                else:
+                    g.copy_(t.float().mul_(along_t[rows]).addcmul_(s.float(), along_s[rows]))
         return grad, None
 
 

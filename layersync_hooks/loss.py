@@ -78,11 +78,11 @@ class _TokenCosine(torch.autograd.Function):
         student, teacher, raw, s_norm, t_norm = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
-        # d cos / d s = t / (|s||t|) - cos * s / |s|^2. The clamps pass no gradient where they bite:
-        # |cos| > 1 from rounding, and |s| < EPS (then only the t term remains, as for clamp_min).
-        upstream = grad_out * (raw.abs() <= 1.0)
+        # d cos / d s = t / (|s||t|) - cos * s / |s|^2. No gradient where a clamp bites: |cos| > 1 from rounding,
+        # and |s| < EPS: a zero (padding) token has no direction to pull, and t / (EPS |t|) overflows fp16.
+        upstream = grad_out * ((raw.abs() <= 1.0) & (s_norm > EPS))
         along_t = (upstream / (s_norm * t_norm)).unsqueeze(-1)
-        along_s = (-upstream * raw / s_norm.square() * (s_norm > EPS)).unsqueeze(-1)
+        along_s = (-upstream * raw / s_norm.square()).unsqueeze(-1)
         grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
         with torch.autocast(student.device.type, enabled=False):
             for first, s, t, g in _row_chunks(student, teacher, grad):

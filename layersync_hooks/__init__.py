@@ -15,7 +15,8 @@ from .errors import (
 )
 from .layersync import LayerSync
 from .families import LAYOUTS
-from .layouts import BlockLayout, CallInputs, Stack, lookup_layout, register_layout, unregister_layout
+from .call_inputs import CallInputs
+from .layouts import BlockLayout, Stack, lookup_layout, register_layout, unregister_layout
 from .loss import layersync_loss, token_similarity
 from .selection import Activation
 

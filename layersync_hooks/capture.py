@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from torch import nn
 from .blocks import Block, list_blocks, resolve, unwrap
 from .compiled import check_not_compiled_yet, not_compiled_alone
 from .errors import LayerSyncError, MissingActivationsError
+from .call_inputs import argument_picker
 from .layouts import BlockLayout, layout_for
 from .selection import Activation, select
 
@@ -61,12 +62,12 @@ class _Engine:
         self.blocks: dict[str, weakref.ref] = {}
         self.handles: dict[str, Any] = {}
         self.armed = False
-        self.buffer: dict[str, tuple[Any, Any]] = {}  # path -> (raw output, block call args or None)
+        self.buffer: dict[str, tuple[Any, Any]] = {}  # path -> (raw output, the block arguments its rule reads)
         self.pending: dict[str, set[int]] = {}  # path -> ids of the users yet to take it in this forward
         self.model_call: Any = None
         self.forwards = 0
         self.last_skip: Optional[str] = None
-        self.reads_block: set[str] = set()  # blocks whose token rule reads the block's call arguments
+        self.pickers: dict[str, Callable] = {}  # path -> picks the block arguments its token rule reads
         self.reads_model = False  # whether any token rule reads the model's call arguments
 
     def __deepcopy__(self, memo):
@@ -113,8 +114,9 @@ class _Engine:
                 self._by_root.pop(root, None)
 
     def _update_reads(self) -> None:
-        self.reads_block = {b.path for u in self.users for b in u.blocks if b.stack.reads_inputs}
-        self.reads_model = bool(self.reads_block)
+        blocks = {b.path: b for u in self.users for b in u.blocks}.values()
+        self.pickers = {b.path: argument_picker(b.module, b.stack.block_args) for b in blocks if b.stack.block_args}
+        self.reads_model = any(b.stack.reads_inputs for b in blocks)
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _on_model_call(self, module, args, kwargs):
@@ -143,7 +145,8 @@ class _Engine:
     def _block_hook(self, path: str):
         def hook(module, args, kwargs, output):
             if self.armed and path in self.pending and path not in self.buffer and self.blocks[path]() is module:
-                self.buffer[path] = (output, (args, kwargs) if path in self.reads_block else None)
+                picker = self.pickers.get(path)
+                self.buffer[path] = (output, picker(args, kwargs) if picker is not None else None)
             return None
 
         return not_compiled_alone(hook)

@@ -7,55 +7,23 @@ the `layout=` argument beat the table. Token rules live in `tokens.py`.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 
+from .call_inputs import CallInputs, rule_block_args
 from .errors import LayerSyncConfigError, UnknownModelError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
 
-class CallInputs:
-    """The arguments of the model's training forward and of one block's call, bound to names on demand.
-
-    Under diffusers gradient checkpointing blocks receive positional arguments only, so rules must read
-    arguments by name through the signature, never from `kwargs` alone.
-    """
-
-    def __init__(self, model: nn.Module, model_call, block: nn.Module, block_call):
-        self.model = model  # rules read patch sizes and flags from `model.config`
-        self._calls = {"model": (model, model_call), "block": (block, block_call)}
-        self._bound: dict[str, dict[str, Any]] = {}
-
-    def _arguments(self, which: str) -> dict[str, Any]:
-        if which not in self._bound:
-            module, call = self._calls[which]
-            args, kwargs = call if call is not None else ((), {})
-            # The class's forward, not the instance's: accelerate and diffusers hooks patch `module.forward`
-            # with `(*args, **kwargs)` wrappers that hide the names.
-            bound = inspect.signature(type(module).forward).bind_partial(module, *args, **kwargs)
-            bound.apply_defaults()
-            self._bound[which] = dict(bound.arguments)
-        return self._bound[which]
-
-    def model_arg(self, name: str) -> Any:
-        """An argument of the model's forward, by name (its default when not passed)."""
-        return self._arguments("model").get(name)
-
-    def block_arg(self, name: str) -> Any:
-        """An argument of this block's forward, by name (its default when not passed)."""
-        return self._arguments("block").get(name)
-
-
 # A token rule takes one block's latent stream as the block returned it (usually (B, N, D)) and returns the
 # target tokens compacted to the front, (B, N', D), plus an optional (B, N') bool mask of the tokens that count.
-# Rules that read call arguments set `reads_inputs = True`, so that the capture keeps references to those
-# arguments only when needed. See tokens.py.
+# Rules that read the model's call arguments set `reads_inputs = True`, so that the capture keeps a reference to
+# them only when needed; rules that read a block's arguments name them in `block_args`. See tokens.py.
 TokenRule = Callable[[torch.Tensor, CallInputs], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
 
 
@@ -90,6 +58,10 @@ class Stack:
     @property
     def reads_inputs(self) -> bool:
         return bool(getattr(self.tokens, "reads_inputs", False))
+
+    @property
+    def block_args(self) -> tuple[str, ...]:
+        return rule_block_args(self.tokens)
 
 
 @dataclass(frozen=True)

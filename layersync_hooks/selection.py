@@ -13,7 +13,7 @@ from torch import nn
 
 from .blocks import Block
 from .errors import LayerSyncError, ShapeMismatchError
-from .layouts import CallInputs
+from .call_inputs import CallInputs
 
 
 class Activation(NamedTuple):
@@ -43,12 +43,12 @@ def _stream(block: Block, output: Any) -> torch.Tensor:
     return output
 
 
-def select(block: Block, output: Any, block_call: Any, root: nn.Module, model_call: Any) -> Activation:
+def select(block: Block, output: Any, block_arguments: Any, root: nn.Module, model_call: Any) -> Activation:
     """Cut the target tokens out of one raw block output: stream element, token rule, (B,T,P,D) -> (B,T*P,D)."""
     hidden = _stream(block, output)
     mask = None
     if block.stack.tokens is not None:  # the rule sees the stream as returned: (S, B, D) and (B, C, H, W) exist
-        hidden, mask = block.stack.tokens(hidden, CallInputs(root, model_call, block.module, block_call))
+        hidden, mask = block.stack.tokens(hidden, CallInputs(root, model_call, block_arguments))
     if hidden.dim() == 4:
         hidden = hidden.flatten(1, 2)
     if hidden.dim() != 3:

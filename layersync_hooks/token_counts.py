@@ -83,6 +83,10 @@ class FirstMarked:
     value: int = 1
     reads_inputs = True
 
+    @property
+    def block_args(self) -> tuple[str, ...]:
+        return (self.arg,)
+
     def __call__(self, inputs) -> torch.Tensor:
         return (inputs.block_arg(self.arg) == self.value).int().argmax(1)
 

@@ -25,9 +25,13 @@ def _dit(num_layers, heads, sample_size=32):
 
 
 def _flux(batch, g):
+    # Position ids as the Flux pipeline makes them: (0, row, column) per latent; 0 in column 0 marks the target,
+    # which is what LayerSync selects (random ids would select no token at all).
+    rows, columns = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    img_ids = torch.stack([torch.zeros(16, 16), rows, columns], dim=-1).reshape(256, 3)
     return dict(hidden_states=torch.randn(batch, 256, 16, generator=g),
                 encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
-                pooled_projections=torch.randn(batch, 128, generator=g), img_ids=torch.randn(256, 3, generator=g),
+                pooled_projections=torch.randn(batch, 128, generator=g), img_ids=img_ids,
                 txt_ids=torch.zeros(32, 3), timestep=torch.rand(batch, generator=g), guidance=None)
 
 

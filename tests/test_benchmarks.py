@@ -35,6 +35,19 @@ def test_overhead_json_reports_the_headline(capsys):
     assert {"cpu", "cores", "torch", "loadavg"} <= set(result["machine"])
 
 
+
+@pytest.mark.parametrize("case", ["dit-tiny", "flux", "sd3", "pixart", "wan"])
+def test_overhead_cases_align_target_tokens(case):
+    """Each case's inputs are what its pipeline passes, so LayerSync selects tokens (Flux reads them from img_ids)."""
+    from layersync_hooks import LayerSync
+
+    cases = script("cases")
+    model, inputs, _ = cases.build(case, batch=1)
+    layersync = LayerSync(model.train(), student_block=1, teacher_block=2)
+    model(**inputs)
+    layersync.loss()
+    assert 0 < abs(layersync.metrics()["layersync_similarity"]) <= 1  # raises if no token was selected
+
 @pytest.mark.slow
 def test_convergence_run_reports_every_metric(tmp_path):
     """One tiny baseline and LayerSync run each give the flow loss, per-block probes, FD and class coverage."""

@@ -10,8 +10,8 @@
         --out /tmp/smoke.json                                 # a smoke run
 
 One 800-step run with its 4 checkpoints took about 4 minutes on one core of a nearly idle 2-core AMD EPYC (load
-average 2), so the default (6 runs, 2 at a time) takes about 15 minutes there; the 2500-step setting about three
-times as long.
+average 2), so the default (6 runs, 2 at a time) takes about 15 minutes there; the 2500-step setting took 30
+minutes on the idle machine.
 
 Data: scikit-learn's bundled 8x8 digits (1797 images, 10 classes; offline), scaled to [-1, 1], split once into
 1497 training and 300 held-out images. Model: diffusers `DiTTransformer2DModel` (patch 2, so 16 tokens; adaLN-zero;

@@ -1,7 +1,7 @@
 """Step-time and peak-memory overhead of LayerSync, measured side by side in one process.
 
     python benchmarks/overhead.py --threads 1                        # every case, prints a table
-    python benchmarks/overhead.py --threads 1 --rounds 5 --warmup 1 --json --save benchmarks/results/overhead_cpu.json
+    python benchmarks/overhead.py --threads 1 --rounds 30 --warmup 2 --json --save benchmarks/results/overhead_cpu.json
     python benchmarks/overhead.py --cases dit-tiny --rounds 3 --warmup 1     # a smoke run, seconds
 
 Each case is one real diffusers model (random weights), one batch and one AdamW optimizer. Every round runs one
@@ -22,12 +22,12 @@ are reported as well, and the machine's load average is recorded before and afte
 the student's shape, plus accumulating its gradient into the student's) timed over many repetitions, added to
 the median baseline step; `isolated_paused_ratio` likewise adds what the hooks cost when paused
 (`hooks_alone_us`: per forward, timed on a model of identity blocks). `loss_alone` compares that term with the
-formula written plainly (time and its own peak memory). Peak memory is measured once per variant, for the whole step (`peak_bytes`) and for forward and
-backward alone (`forward_backward_peak_bytes`: where activations, not the optimizer, set the high-water mark);
-see `memory.py` for how, on CPU and GPU.
+formula written plainly (time and its own peak memory). Peak memory is measured once per variant, for the whole
+step (`peak_bytes`) and for forward and backward alone (`forward_backward_peak_bytes`: where activations, not the
+optimizer, set the high-water mark); see `memory.py` for how, on CPU and GPU.
 On a shared machine pass `--threads 1`: with more threads than free cores every parallel region waits for a
 descheduled thread, and step times vary several-fold. benchmarks/results/overhead_cpu.json (the second command,
-load average 1.2 to 2.0 on 2 shared cores) took about 6 minutes.
+on an otherwise idle 2-core machine) took 23 minutes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """LayerSync (arXiv 2510.12581) for any Hugging Face diffusion transformer, through forward hooks."""
 
 from .blocks import Block, default_teacher, recommend_pair, unwrap
+from .call_inputs import CallInputs
 from .capture import BlockCapture
 from .config import LayerSyncConfig
 from .errors import (
@@ -13,9 +14,8 @@ from .errors import (
     UnknownModelError,
     UnsupportedModelError,
 )
-from .layersync import LayerSync
 from .families import LAYOUTS
-from .call_inputs import CallInputs
+from .layersync import LayerSync
 from .layouts import BlockLayout, Stack, lookup_layout, register_layout, unregister_layout
 from .loss import layersync_loss, token_similarity
 from .selection import Activation

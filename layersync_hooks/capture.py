@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from .blocks import Block, list_blocks, resolve, unwrap
+from .call_inputs import argument_picker
 from .compiled import check_not_compiled_yet, not_compiled_alone
 from .errors import LayerSyncError, MissingActivationsError
-from .call_inputs import argument_picker
 from .layouts import BlockLayout, layout_for
 from .selection import Activation, select
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .blocks import Block
-from .errors import LayerSyncError, ShapeMismatchError
 from .call_inputs import CallInputs
+from .errors import LayerSyncError, ShapeMismatchError
 
 
 class Activation(NamedTuple):

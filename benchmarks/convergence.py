@@ -38,6 +38,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -139,7 +140,8 @@ def run(args, seed: int, with_layersync: bool, features) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % args.eval_every == 0 or step == args.steps:
-            point = {"step": step, "train_loss": float(task) / args.eval_every, **evaluate(model, data, features, args)}
+            since = step - (checkpoints[-1]["step"] if checkpoints else 0)  # the last interval may be shorter
+            point = {"step": step, "train_loss": float(task) / since, **evaluate(model, data, features, args)}
             point.update(layersync.metrics() if layersync is not None else {})
             checkpoints.append(point)
             task = 0.0
@@ -171,7 +173,17 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the curves (default: --out with .png)")
     parser.add_argument("--report", type=Path, nargs="+", default=None,
                         help="only summarize and plot earlier results again (several: merged, e.g. other seeds)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name, minimum in (("steps", 1), ("eval_every", 1), ("batch", 1), ("blocks", 2), ("samples", 10),
+                          ("sample_steps", 1), ("jobs", 1), ("threads", 1)):
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}.")
+    if args.width < 32 or args.width % 32:
+        parser.error(f"--width must be a multiple of 32 (heads of 32 channels), got {args.width}; e.g. 128.")
+    if not 1 <= args.student < args.teacher <= args.blocks:
+        parser.error(f"Need 1 <= --student < --teacher <= --blocks, got {args.student}, {args.teacher}, "
+                     f"{args.blocks}.")
+    return args
 
 
 # Settings that change the baseline arm; LayerSync's own settings (pair, weight) do not.
@@ -195,7 +207,7 @@ def reused_baselines(args) -> list[dict]:
 RUN_ONLY_KEYS = ("seeds", "jobs", "threads", "out", "plot", "report", "reuse_baseline")
 
 
-def report_again(paths: list[Path], out: Path) -> int:
+def report_again(paths: list[Path], out: Path, plot_path: Optional[Path] = None) -> int:
     """Summarize, tabulate and plot earlier results again, without training (`--report`). Several results with
     the same settings (other seeds) are merged into one."""
     results = [json.loads(path.read_text()) for path in paths]
@@ -212,7 +224,7 @@ def report_again(paths: list[Path], out: Path) -> int:
     args = argparse.Namespace(**result["config"])
     result["summary"] = summarize(result["runs"], args)
     save(result, out)
-    plot(result["summary"], out.with_suffix(".png"), args)
+    plot(result["summary"], plot_path or out.with_suffix(".png"), args)
     print(table(result["summary"]))
     return 0
 
@@ -220,7 +232,7 @@ def report_again(paths: list[Path], out: Path) -> int:
 def main(argv=None) -> int:
     args = parse(argv)
     if args.report:
-        return report_again(args.report, args.out or args.report[0])
+        return report_again(args.report, args.out or args.report[0], args.plot)
     args.out = args.out or RESULTS / "convergence.json"
     started, info = time.time(), machine(torch.device("cpu"))
     data = digits()

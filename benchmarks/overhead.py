@@ -131,7 +131,7 @@ def time_rounds(run, rounds: int, warmup: int, seed: int) -> dict[str, dict[str,
 
 
 def run_case(name: str, args, device, hooks_us: float) -> dict:
-    model, inputs, batch = build(name, batch=args.batch, device=device, dtype=args.dtype)
+    model, inputs, batch = build(name, batch=args.batch, device=device, dtype=args.dtype, seed=args.seed)
     blocks = list_blocks(model, layout_for(model))
     pair = recommend_pair(len(blocks))
     with torch.no_grad():
@@ -229,6 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--save", type=Path, default=None, help="also write the JSON object to this file")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.warmup < 0:
+        parser.error(f"--rounds must be >= 1 and --warmup >= 0, got {args.rounds} and {args.warmup}.")
     args.dtype = getattr(torch, args.dtype)
     device = pick_device(args.device)
     if args.threads is not None:

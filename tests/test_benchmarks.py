@@ -64,3 +64,18 @@ def test_convergence_run_reports_every_metric(tmp_path):
     assert "layersync" in report.table(summary)
     report.plot(summary, tmp_path / "curves.png", args)
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv", [["--width", "48"], ["--eval-every", "0"], ["--samples", "5"],
+                                  ["--student", "5", "--teacher", "2"]])
+def test_convergence_refuses_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit):
+        script("convergence").parse(argv)
+    error = capsys.readouterr().err
+    assert "must be" in error or "Need 1 <=" in error
+
+
+def test_overhead_refuses_zero_rounds(capsys):
+    with pytest.raises(SystemExit):
+        script("overhead").main(["--cases", "dit-tiny", "--rounds", "0"])
+    assert "--rounds must be >= 1" in capsys.readouterr().err

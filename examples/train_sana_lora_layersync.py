@@ -80,14 +80,6 @@ def parse_args(input_args=None):
     return parser.parse_args(input_args)
 
 
-def get_sigmas(noise_scheduler, timesteps, n_dim, dtype):
-    """The flow-matching sigma of each sampled timestep, broadcast to the latents' rank (as in diffusers)."""
-    schedule_timesteps = noise_scheduler.timesteps.to(timesteps.device)
-    sigmas = noise_scheduler.sigmas.to(device=timesteps.device, dtype=dtype)
-    sigma = sigmas[[(schedule_timesteps == t).nonzero().item() for t in timesteps]].flatten()
-    return sigma.view(-1, *([1] * (n_dim - 1)))
-
-
 def main(args):
     logging_dir = Path(args.output_dir, args.logging_dir)
     project_config = ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(logging_dir))
@@ -129,7 +121,9 @@ def main(args):
         transformer, optimizer, train_dataloader, lr_scheduler)
     accelerator.register_for_checkpointing(layersync)  # LayerSync: its step count goes with save_state
     if accelerator.is_main_process:
-        accelerator.init_trackers("sana-lora-layersync", config=vars(args))
+        # trackers take scalars only (TensorBoard's hparams refuse lists such as --layersync_pairs)
+        config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+        accelerator.init_trackers("sana-lora-layersync", config=config)
 
     updates_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     num_train_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
@@ -163,7 +157,8 @@ def main(args):
                     logit_std=args.logit_std, mode_scale=args.mode_scale)
                 indices = (u * noise_scheduler.config.num_train_timesteps).long()
                 timesteps = noise_scheduler.timesteps[indices].to(device=latents.device)
-                sigmas = get_sigmas(noise_scheduler, timesteps, n_dim=latents.ndim, dtype=latents.dtype)
+                # indexed by the sampled positions (on the host already), not searched per timestep with .item()
+                sigmas = noise_scheduler.sigmas[indices].to(latents.device, latents.dtype).view(-1, 1, 1, 1)
                 noisy_model_input = (1.0 - sigmas) * latents + sigmas * noise
                 with accelerator.autocast():
                     model_pred = transformer(hidden_states=noisy_model_input, encoder_hidden_states=prompt_embeds,

@@ -166,7 +166,20 @@ def test_bad_input_fails_before_training(tmp_path):
         main(["demo", "--resume", "--output-dir", str(tmp_path / "fresh")])
     with pytest.raises(SystemExit):
         main(["demo", "--steps", "0"])
+    with pytest.raises(SystemExit):
+        main(["demo", "--checkpoint-every", "-1"])
     assert not (tmp_path / "layersync").exists()
+
+
+def test_a_stop_step_ends_alignment_mid_run(tmp_path, one_thread):
+    """With `layersync_stop_step` the hooks go after that step; the run goes on and logs no similarity after."""
+    config = tmp_path / "stop.json"
+    config.write_text(json.dumps({"layersync_enabled": True, "layersync_student_block": 3,
+                                  "layersync_teacher_block": 6, "layersync_stop_step": 2}))
+    assert main(["demo", *COMMON, "--batch-size", "4", "--config", str(config), "--output-dir", str(tmp_path)]) == 0
+    result = metrics(tmp_path / "layersync")
+    assert ["layersync_similarity" in row for row in result["history"]] == [True, True, False]
+    assert result["final"]["loss"] > 0
 
 
 def test_generated_images_are_fixed_by_the_seed():

@@ -32,11 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Continue from the run's last saved state (or from PATH, an accelerate save_state "
                              "folder) up to --steps; its curves continue too.")
     parser.add_argument("--eval-every", type=_positive, default=50, help="Validation loss every N steps.")
-    parser.add_argument("--checkpoint-every", type=int, default=0,
+    parser.add_argument("--checkpoint-every", type=_not_negative, default=0,
                         help="Also save the training state every N steps (it is always saved at the end).")
     parser.add_argument("--report-to", default="auto",
                         help="Accelerate tracker: 'tensorboard', 'wandb', ..., 'none'; "
                              "'auto' = TensorBoard if installed.")
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive integer, got {text}")
+    return value
 
 
 def _positive(text: str) -> int:

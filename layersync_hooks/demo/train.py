@@ -172,12 +172,14 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
         state.step += 1
         row = {"step": state.step, "loss": accelerator.reduce(task, reduction="mean").item(), **layersync.metrics()}
         if not use_layersync:
-            row.pop("layersync_loss")  # measured, but not part of this run's loss
+            row.pop("layersync_loss", None)  # measured, but not part of this run's loss
         if state.step % args.eval_every == 0 or state.step == args.steps:
             row["val_loss"] = validation_loss(model, data, layersync, accelerator.device)
         state.history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
-        progress.set_postfix(loss=f"{row['loss']:.4f}", layersync_similarity=f"{row['layersync_similarity']:.3f}")
+        # past a config's `layersync_stop_step` the hooks are gone and metrics() has nothing to report
+        shown = {key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row}
+        progress.set_postfix(**shown)
         progress.update(1)
         if args.checkpoint_every and state.step % args.checkpoint_every == 0 and state.step < args.steps:
             accelerator.save_state(str(state_dir))
@@ -219,7 +221,11 @@ def _write_outputs(accelerator, model, summary: dict[str, Any], run_dir: Path) -
 def final_numbers(history: list[dict[str, float]]) -> dict[str, float]:
     """The last validation loss, and the train loss and similarity averaged over the last 10% of steps."""
     tail = history[-max(1, len(history) // 10):]
-    numbers = {key: sum(row[key] for row in tail) / len(tail) for key in ("loss", "layersync_similarity")}
+    numbers = {}
+    for key in ("loss", "layersync_similarity"):  # no similarity after a `layersync_stop_step`
+        values = [row[key] for row in tail if key in row]
+        if values:
+            numbers[key] = sum(values) / len(values)
     validation = [row["val_loss"] for row in history if "val_loss" in row]
     if validation:
         numbers["val_loss"] = validation[-1]

@@ -142,10 +142,14 @@ def pick_pair(student_ref: Union[int, str], teacher_ref: Optional[Union[int, str
     return student, teacher
 
 
+def last_teacher_depth(num_blocks: int) -> int:
+    """The deepest teacher the paper heuristic allows: the last 20% of blocks act as a decoder."""
+    return int(num_blocks * 0.8)
+
+
 def default_teacher(student_depth: int, num_blocks: int) -> Optional[int]:
     """The paper heuristic: about twice the student depth, never in the last 20% of blocks (they decode)."""
-    last_allowed = int(num_blocks * 0.8)
-    teacher = min(2 * student_depth, last_allowed)
+    teacher = min(2 * student_depth, last_teacher_depth(num_blocks))
     return teacher if teacher > student_depth else None
 
 

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import logging
 import sys
 import warnings
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from .layouts import BlockLayout, layout_for
 from .probe_inputs import ProbeSize, forward_inputs, load_forward_kwargs
 from .similarity import Recommendation, cosine_matrix, linear_cka_matrix, recommend
 
-logger = logging.getLogger(__name__)
 
 _WEIGHTS = ("*.safetensors", "*.bin")
 
@@ -132,13 +130,18 @@ def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
     if not config_path.is_file():
         raise FileNotFoundError(f"No diffusers model config at {str(config_path)!r}: pass a model folder with a "
                                 "config.json (weights optional) or the config.json itself.")
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise LayerSyncError(f"{str(config_path)!r} is not valid JSON ({error}); pass a diffusers model's "
+                             "config.json.") from None
     name = config.get("_class_name") if isinstance(config, dict) else None
     model_class = getattr(diffusers, name, None) if isinstance(name, str) else None
-    if model_class is None:
+    if not (isinstance(model_class, type) and issubclass(model_class, diffusers.ModelMixin)):
         what = "has no `_class_name`"
         if name:
-            what = f"names model class {name!r}, which diffusers {diffusers.__version__} does not have"
+            what = (f"names {name!r}, which is not a model class of diffusers {diffusers.__version__}" if model_class
+                    else f"names model class {name!r}, which diffusers {diffusers.__version__} does not have")
         raise LayerSyncError(f"{str(config_path)!r} {what}: the probe needs the config.json of a diffusers model "
                              "(as written by `save_pretrained` or `save_config`).")
     folder = config_path.parent
@@ -162,7 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="Samples per forward (default 2).")
     parser.add_argument("--noise-levels", type=float, nargs="+", default=[0.25, 0.5, 0.75],
                         help="Noise levels sigma in (0, 1); x_t = (1 - sigma) x_0 + sigma noise.")
-    parser.add_argument("--repeats", type=int, default=1, help="Forwards per noise level (default 1).")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="Forwards per noise level (default 1; once with --inputs).")
     parser.add_argument("--inputs", help="A safetensors file of forward kwargs (save_forward_kwargs) to use as is.")
     parser.add_argument("--cka-tokens", type=int, default=1024, help="Tokens sampled for linear CKA.")
     parser.add_argument("--top", type=int, default=3, help="Pairs to recommend (default 3).")
@@ -181,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
     if not all(0 < level < 1 for level in args.noise_levels):
         print(f"error: --noise-levels must lie in (0, 1), got {args.noise_levels}.", file=sys.stderr)
         return 2
+    small = {flag: value for flag, value in (("--repeats", args.repeats), ("--cka-tokens", args.cka_tokens),
+                                             ("--top", args.top), ("--batch-size", args.batch_size)) if value < 1}
+    if small:
+        print(f"error: {', '.join(f'{flag} {value}' for flag, value in small.items())}: must be >= 1.",
+              file=sys.stderr)
+        return 2
     if importlib.util.find_spec("matplotlib") is None:  # checked first: the heatmap comes after the forwards
         print("error: the probe's heatmap needs matplotlib: pip install matplotlib (or layersync_hooks[demo]).",
               file=sys.stderr)
@@ -188,8 +198,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # random weights (a config without weights) are reproducible too
     try:
         model = load_model(args.model, device=device, dtype=dtype)
-        if args.inputs:
-            batches = [(float("nan"), load_forward_kwargs(args.inputs, model))] * args.repeats
+        if args.inputs:  # fixed inputs and an eval-mode model: every repeat would give the same forward
+            batches = [(float("nan"), load_forward_kwargs(args.inputs, model))]
         else:
             size = ProbeSize(args.batch_size, args.height, args.width, args.frames, args.text_tokens)
             batches = [(level, forward_inputs(model, size, level, seed=args.seed + i))

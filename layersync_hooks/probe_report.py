@@ -10,6 +10,7 @@ import torch
 
 from .blocks import describe
 from .probe import ProbeResult
+from .similarity import teacher_limit
 
 
 def _plain(matrix: torch.Tensor) -> list:
@@ -58,7 +59,7 @@ def plot_heatmap(result: ProbeResult, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     n = len(result.blocks)
-    last = max(int(n * 0.8), 2)
+    last = teacher_limit(n)
     figure, axes = plt.subplots(1, 2, figsize=(12, 5.4), constrained_layout=True)
     panels = (("mean per-token cosine", result.cosine.mean(0)), ("linear CKA", result.cka.mean(0)))
     for axis, (title, matrix) in zip(axes, panels):

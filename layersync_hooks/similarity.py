@@ -13,10 +13,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .blocks import recommend_pair
-from .selection import Activation
+from .blocks import last_teacher_depth, recommend_pair
 from .errors import LayerSyncError
 from .loss import EPS
+from .selection import Activation
 
 # Above this cosine a pair is already aligned: LayerSync has little left to pull (adaLN-zero at init gives 1).
 ALIGNED = 0.95
@@ -86,9 +86,9 @@ class Recommendation:
     reasons: tuple[str, ...]
 
 
-def _last_teacher(num_blocks: int) -> int:
-    """The deepest teacher the heuristic allows: the last 20% of blocks act as a decoder."""
-    return max(int(num_blocks * 0.8), 2)
+def teacher_limit(num_blocks: int) -> int:
+    """The deepest teacher a candidate pair may have (`last_teacher_depth`, at least block 2)."""
+    return max(last_teacher_depth(num_blocks), 2)
 
 
 def candidate_pairs(num_blocks: int) -> list[tuple[int, int]]:
@@ -96,10 +96,10 @@ def candidate_pairs(num_blocks: int) -> list[tuple[int, int]]:
     6 <- 9 was too close, 15 <- 23 put the teacher in the decoder): the teacher outside the last 20% of blocks,
     the student past the first ~10%, and a gap of at least a quarter of the depth.
     """
-    last = _last_teacher(num_blocks)
+    last = teacher_limit(num_blocks)
     first = max(1, round(num_blocks * 0.1)) if num_blocks >= 8 else 1
     gap = max(1, round(num_blocks * 0.25))
-    return [(s, t) for s in range(first, last) for t in range(s + gap, last + 1)] or [recommend_pair(num_blocks)]
+    return [(s, t) for s in range(first, last) for t in range(s + gap, last + 1)]
 
 
 def recommend(cosine: torch.Tensor, cka: torch.Tensor, *, top: int = 3) -> list[Recommendation]:
@@ -131,7 +131,7 @@ def recommend(cosine: torch.Tensor, cka: torch.Tensor, *, top: int = 3) -> list[
 
 def _reasons(student: int, teacher: int, n: int, decoder: Optional[int]) -> list[str]:
     """Why a pair that follows the heuristic was chosen, in the paper's terms."""
-    last = _last_teacher(n)
+    last = teacher_limit(n)
     early = "past the first blocks (the paper: 8 of 28)" if student > 1 or n >= 8 else "too few blocks to skip one"
     late = (f"outside the last 20%, depths {last + 1}-{n}, which act as a decoder" if last < n
             else "too few blocks to keep a decoder out")

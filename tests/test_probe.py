@@ -142,12 +142,20 @@ def test_probe_command_inputs_file_and_random_weights(tmp_path, capsys):
     assert "has no `_class_name`: the probe needs the config.json of a diffusers model" in capsys.readouterr().err
     assert main(["probe", str(tmp_path / "missing")]) == 2
     assert "No diffusers model config" in capsys.readouterr().err
+    (tmp_path / "scheduler.json").write_text(json.dumps({"_class_name": "DDPMScheduler"}))
+    assert main(["probe", str(tmp_path / "scheduler.json")]) == 2
+    assert "names 'DDPMScheduler', which is not a model class" in capsys.readouterr().err
+    (tmp_path / "broken.json").write_text("{")
+    assert main(["probe", str(tmp_path / "broken.json")]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
 
 
 def test_probe_command_checks_before_any_forward(tmp_path, capsys, monkeypatch):
     """Bad noise levels and a missing matplotlib fail at once, before the model is even loaded."""
     assert main(["probe", str(tmp_path / "never-read"), "--noise-levels", "0.5", "1.5"]) == 2
     assert "--noise-levels must lie in (0, 1), got [0.5, 1.5]" in capsys.readouterr().err
+    assert main(["probe", str(tmp_path / "never-read"), "--top", "0", "--repeats", "0"]) == 2
+    assert "--repeats 0, --top 0: must be >= 1" in capsys.readouterr().err
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "matplotlib" else find_spec(name, *args))

@@ -7,9 +7,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from common import sync
 from memory import peak_bytes
+from torch import nn
 
 WEIGHT = 0.2
 

@@ -51,7 +51,7 @@ from isolated import WEIGHT, hooks_alone_us, loss_alone, straightforward_loss  #
 from memory import peak_bytes  # noqa: E402
 
 from layersync_hooks import BlockCapture, LayerSync, layersync_loss, recommend_pair  # noqa: E402
-from layersync_hooks.blocks import list_blocks  # noqa: E402
+from layersync_hooks.capture import list_blocks  # noqa: E402
 from layersync_hooks.layouts import layout_for  # noqa: E402
 
 VARIANTS = ("baseline", "layersync", "paused", "capture_all")

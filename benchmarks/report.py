@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 METRICS = ("heldout_loss", "probe_student", "probe_best", "fd", "class_accuracy", "coverage", "train_loss")
 
 

@@ -6,16 +6,17 @@ import contextlib
 import logging
 import os
 import warnings
+import weakref
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .blocks import Block, list_blocks, pick_pair, unwrap
-from .capture import BlockCapture
+from .capture import Block, BlockCapture, describe, list_blocks, resolve, unwrap
 from .config import BlockRef, LayerSyncConfig, Pair
-from .errors import LayerSyncConfigError, LayerSyncError
+from .errors import BlockIndexError, LayerSyncConfigError, LayerSyncError
+from .heuristic import default_teacher
 from .layouts import BlockLayout, layout_for
 from .loss import token_similarity
 from .schedule import WeightSchedule, ends_optimizer_step
@@ -60,76 +61,105 @@ class LayerSync:
                  teacher_block: Optional[BlockRef] = None, pairs: Optional[Sequence[Pair]] = None,
                  weight: float = 0.2, warmup_steps: int = 0, stop_step: Optional[int] = None,
                  enabled: bool = True, layout: Optional[BlockLayout] = None):
-        self.config = LayerSyncConfig(enabled=enabled, student_block=student_block, teacher_block=teacher_block,
-                                      weight=weight, pairs=pairs, warmup_steps=warmup_steps, stop_step=stop_step)
-        # A disabled config is not validated, so its schedule values may be anything: keep none.
-        self.schedule = (WeightSchedule(self.config.weight, self.config.warmup_steps, self.config.stop_step)
-                         if self.config.enabled else WeightSchedule(0.0))
-        self.model = unwrap(model)
-        self.step = 0  # optimizer steps (see schedule.py), saved by state_dict()
-        self.pairs: tuple[tuple[Block, Block], ...] = ()
-        self.student: Optional[Block] = None  # the first pair's blocks
-        self.teacher: Optional[Block] = None
-        self._capture: Optional[BlockCapture] = None
-        self._removed = False
-        self._sums: Optional[torch.Tensor] = None  # running (loss, similarity, per pair...) since metrics()
-        self._weights = 0.0
-        self._count = 0
-        if not self.config.enabled:
-            logger.info("LayerSync is disabled: no hooks registered, loss() is 0.")
-            return
-        self._layout = layout_for(self.model, layout)
-        blocks = list_blocks(self.model, self._layout)
-        name = type(self.model).__name__
-        self.pairs = tuple(pick_pair(student, teacher, blocks, model_name=name)
-                           for student, teacher in self.config.pairs)
-        if len({(s.path, t.path) for s, t in self.pairs}) != len(self.pairs):
-            raise LayerSyncConfigError(f"`pairs={list(self.config.pairs)}` name the same blocks twice; keep each once.")
-        self.student, self.teacher = self.pairs[0]
-        # Blocks shared by several pairs are hooked and captured once (BlockCapture keeps one per path).
-        self._attach(model)
-        for student, teacher in self.pairs:
-            logger.info("LayerSync on %s: student %s (depth %d) <- teacher %s (depth %d), weight %g",
-                        type(self.model).__name__, student.path, student.depth, teacher.path, teacher.depth,
-                        self.config.weight)
+        config = LayerSyncConfig(enabled=enabled, student_block=student_block, teacher_block=teacher_block,
+                                 weight=weight, pairs=pairs, warmup_steps=warmup_steps, stop_step=stop_step)
+        self._attach(model, config, layout)
 
     @classmethod
     def from_config(cls, model: nn.Module,
                     config: Union[LayerSyncConfig, Mapping[str, Any], str, os.PathLike, Any], *,
-                    layout: Optional[BlockLayout] = None) -> "LayerSync":
+                    layout: Optional[BlockLayout] = None) -> LayerSync:
         """Build from a `LayerSyncConfig`, a dict of seed/paper keys, a JSON path or argparse results."""
-        config = LayerSyncConfig.load(config)
-        return cls(model, pairs=config.pairs or None, weight=config.weight, warmup_steps=config.warmup_steps,
-                   stop_step=config.stop_step, enabled=config.enabled, layout=layout)
+        layersync = cls.__new__(cls)
+        layersync._attach(model, LayerSyncConfig.load(config), layout)
+        return layersync
 
-    def _attach(self, model: Optional[nn.Module] = None) -> None:
-        blocks = [block for pair in self.pairs for block in pair]
-        self._capture = BlockCapture(model if model is not None else self.model, blocks, layout=self._layout)
+    def _attach(self, model: nn.Module, config: LayerSyncConfig, layout: Optional[BlockLayout]) -> None:
+        self.config = config
+        # A disabled LayerSync has weight 0 at every step.
+        self.schedule = WeightSchedule(config.weight, config.warmup_steps, config.stop_step) if config.enabled \
+            else WeightSchedule(0.0)
+        self.model = unwrap(model)
+        # The wrapper, if any (weakly: LayerSync must not keep a DDP or compiled wrapper alive): re-attaching
+        # checks it for a whole-model compile.
+        self._given_model = weakref.ref(model)
+        self._step = 0  # optimizer steps (see schedule.py), saved by state_dict()
+        self._removed = False
+        self._capture: Optional[BlockCapture] = None
+        self._reset_metrics()
+        self.pairs: tuple[tuple[Block, Block], ...] = ()
+        if not config.enabled:
+            logger.info("LayerSync is disabled: no hooks registered, loss() is 0.")
+            return
+        self._layout = layout_for(self.model, layout)
+        blocks = list_blocks(self.model, self._layout)
+        self.pairs = tuple(_resolve_pair(student, teacher, blocks, type(self.model).__name__)
+                           for student, teacher in config.pairs)
+        if len({(s.path, t.path) for s, t in self.pairs}) != len(self.pairs):
+            raise LayerSyncConfigError(f"`pairs={list(config.pairs)}` name the same blocks twice; keep each once.")
+        self._sync_hooks()
+        for student, teacher in self.pairs:
+            logger.info("LayerSync on %s: student %s (depth %d) <- teacher %s (depth %d), weight %g",
+                        type(self.model).__name__, student.path, student.depth, teacher.path, teacher.depth,
+                        config.weight)
 
-    def _detach(self) -> None:
-        if self._capture is not None:
+    # -- state ---------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """`"disabled"` (the config is off), `"attached"`, `"stopped"` (past `stop_step`) or `"removed"`.
+
+        Only an attached LayerSync has hooks; `loss()`, `load_state_dict()` and `repr` all follow this.
+        """
+        if not self.config.enabled:
+            return "disabled"
+        if self._removed:
+            return "removed"
+        return "stopped" if self.schedule.stopped(self._step) else "attached"
+
+    def _sync_hooks(self) -> None:
+        """Hooks in place exactly while attached."""
+        if self.state == "attached" and self._capture is None:
+            blocks = [block for pair in self.pairs for block in pair]  # shared blocks are hooked once
+            given = self._given_model()
+            self._capture = BlockCapture(given if given is not None else self.model, blocks, layout=self._layout)
+        elif self.state != "attached" and self._capture is not None:
             self._capture.remove()
             self._capture = None
 
     @property
+    def step(self) -> int:
+        """Optimizer steps counted so far (saved by `state_dict`)."""
+        return self._step
+
+    @property
     def stopped(self) -> bool:
         """Whether the schedule's `stop_step` has passed: the hooks are gone and `loss()` is 0."""
-        return self.schedule.stopped(self.step)
+        return self.state == "stopped"
 
     @property
     def weight(self) -> float:
         """The weight of the current optimizer step, after the warm-up and stop schedule."""
-        return self.schedule.at(self.step)
+        return self.schedule.at(self._step)
 
+    @property
+    def student(self) -> Optional[Block]:
+        """The first pair's student block (None when disabled)."""
+        return self.pairs[0][0] if self.pairs else None
+
+    @property
+    def teacher(self) -> Optional[Block]:
+        """The first pair's teacher block (None when disabled)."""
+        return self.pairs[0][1] if self.pairs else None
+
+    # -- the term --------------------------------------------------------------------------------------------
     def loss(self) -> torch.Tensor:
         """The weighted LayerSync term of the last training forward, a 0-dim float32 tensor. No host sync."""
-        if self._capture is None:
-            if self.config.enabled and not self.stopped:
-                raise LayerSyncError("`LayerSync.loss()` was called after `remove()`; the hooks are gone.")
-            if self.config.enabled:
-                self._count_step()
-            parameter = next(self.model.parameters(), None)
-            return torch.zeros((), device=parameter.device if parameter is not None else None)
+        state = self.state
+        if state == "removed":
+            raise LayerSyncError("`LayerSync.loss()` was called after `remove()`; the hooks are gone.")
+        if state != "attached":
+            self._count_step()
+            return torch.zeros((), device=self._device())
         activations = self._capture.pop(caller="LayerSync.loss()")
         masks = [_both(activations[s.path].mask, activations[t.path].mask) for s, t in self.pairs]
         similarities = [token_similarity(activations[s.path].hidden, activations[t.path].hidden, mask=mask)
@@ -146,43 +176,56 @@ class LayerSync:
         return term
 
     def _count_step(self) -> None:
-        if not ends_optimizer_step():
-            return
-        self.step += 1
-        if self.stopped and self._capture is not None:
-            self._detach()
-            logger.info("LayerSync stopped after %d optimizer steps (stop_step): hooks removed.", self.step)
+        if ends_optimizer_step():
+            self._step += 1
+            if self.state == "stopped" and self._capture is not None:
+                logger.info("LayerSync stopped after %d optimizer steps (stop_step): hooks removed.", self._step)
+            self._sync_hooks()
+
+    def _device(self) -> Optional[torch.device]:
+        parameter = next(self.model.parameters(), None)
+        return parameter.device if parameter is not None else None
+
+    # -- metrics ---------------------------------------------------------------------------------------------
+    def _reset_metrics(self) -> None:
+        self._sums: Optional[torch.Tensor] = None  # running (loss, similarity, unaligned, per pair...) sums
+        self._weights = 0.0
+        self._count = 0
 
     def metrics(self, *, sync: bool = True) -> dict[str, float]:
         """`{"layersync_loss", "layersync_similarity"}`: means over the `loss()` calls since the last call.
 
         With several pairs, `layersync_similarity/8-16` (student and teacher depths) for each pair too; with a
-        warm-up, `layersync_weight`. With several processes the values are averaged over ranks (an
-        all-reduce), so call it on every rank, as diffusers scripts do with their `logs`; pass `sync=False` to
-        read this rank's values only.
+        warm-up, `layersync_weight`. With several processes the values are averaged over every rank's calls (one
+        all-reduce), so call it on every rank, as diffusers scripts do with their `logs`: every rank joins the
+        same all-reduce whatever it did since its last call. `sync=False` reads this rank's values only.
         """
-        if self._count == 0:
+        if not self.pairs:
             return {}
-        values = self._sums / self._count
+        size = 3 + (len(self.pairs) if len(self.pairs) > 1 else 0)
+        sums = self._sums if self._sums is not None else torch.zeros(size, device=self._device())
+        totals = torch.cat([sums, sums.new_tensor([self._weights, self._count])])
+        self._reset_metrics()
         if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-            values = values / dist.get_world_size()
-        loss, similarity, unaligned, *per_pair = values.tolist()
+            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        *values, weights, count = totals.tolist()
+        if count == 0:
+            return {}
+        loss, similarity, unaligned, *per_pair = (value / count for value in values)
         self._check_aligned(unaligned)
         logs = {"layersync_loss": loss, "layersync_similarity": similarity}
         for (student, teacher), value in zip(self.pairs, per_pair):
             logs[f"layersync_similarity/{student.depth}-{teacher.depth}"] = value
         if self.config.warmup_steps:
-            logs["layersync_weight"] = self._weights / self._count
-        self._sums, self._weights, self._count = None, 0.0, 0
+            logs["layersync_weight"] = weights / count
         return logs
 
     def _check_aligned(self, share: float) -> None:
         """Token rules read the model's inputs; inputs unlike the pipeline's can select no target token."""
         if share == 0:
             return
-        rules = "; ".join(sorted({f"{b.stack.path}: {b.stack.tokens}" for pair in self.pairs for b in pair
-                                  if b.stack.tokens is not None}))
+        rules = "; ".join(sorted({f"{b.stack.path}: {b.stack.rule}" for pair in self.pairs for b in pair
+                                  if b.stack.rule is not None}))
         message = (f"LayerSync's token rules ({rules}) selected no target token in {share:.0%} of the samples since "
                    f"the last metrics(), so those samples got no LayerSync gradient. The rules read the model's "
                    "inputs: pass them as the family's diffusers pipeline builds them (e.g. Flux `img_ids[..., 0]` "
@@ -191,6 +234,7 @@ class LayerSync:
             raise LayerSyncError(message)
         warnings.warn(message, stacklevel=3)
 
+    # -- lifecycle -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def paused(self):
         """Capture nothing inside this block, e.g. around validation or a reference forward."""
@@ -199,29 +243,21 @@ class LayerSync:
 
     def remove(self) -> None:
         """Remove every hook; the model behaves exactly as before attaching."""
-        self._detach()
         self._removed = True
+        self._sync_hooks()
 
     def state_dict(self) -> dict[str, Any]:
-        """For `accelerator.register_for_checkpointing(layersync)`: the optimizer step count and the blocks."""
-        return {"step": self.step, **self._blocks_state(), "weight": self.config.weight}
-
-    def _blocks_state(self) -> dict[str, Any]:
-        if len(self.pairs) > 1:
-            return {"pairs": [[s.path, t.path] for s, t in self.pairs]}
-        return {"student": getattr(self.student, "path", None), "teacher": getattr(self.teacher, "path", None)}
+        """For `save_state`: the optimizer step count, the blocks it aligns and the weight."""
+        return {"step": self._step, "pairs": [[s.path, t.path] for s, t in self.pairs], "weight": self.config.weight}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the state saved by `state_dict` (accelerate's `load_state`). Past `stop_step`, the hooks go."""
-        saved = {key: state.get(key) for key in self._blocks_state()}
-        if saved != self._blocks_state():
-            warnings.warn(f"Restoring LayerSync state saved for blocks {saved} into one on {self._blocks_state()}.",
-                          stacklevel=2)
-        self.step = int(state["step"])
-        if self.stopped:
-            self._detach()
-        elif self._capture is None and self.pairs and not self._removed:
-            self._attach()  # resumed from before the stop step
+        saved = state.get("pairs", [[state.get("student"), state.get("teacher")]])  # also the 0.1.0 form
+        if [list(pair) for pair in saved] != self.state_dict()["pairs"]:
+            warnings.warn(f"Restoring LayerSync state saved for blocks {saved} into one on "
+                          f"{self.state_dict()['pairs']}.", stacklevel=2)
+        self._step = int(state["step"])
+        self._sync_hooks()
 
     def __enter__(self):
         return self
@@ -230,12 +266,39 @@ class LayerSync:
         self.remove()
 
     def __repr__(self):
+        name = type(self.model).__name__
         if not self.pairs:
-            return f"LayerSync({type(self.model).__name__}, disabled)"
-        state = "stopped" if self.stopped else "removed" if self._capture is None else "attached"
+            return f"LayerSync({name}, {self.state})"
         pairs = ", ".join(f"student={s.path} (depth {s.depth}) <- teacher={t.path} (depth {t.depth})"
                           for s, t in self.pairs)
-        return f"LayerSync({type(self.model).__name__}, {pairs}, weight={self.config.weight}, {state})"
+        return f"LayerSync({name}, {pairs}, weight={self.config.weight}, {self.state})"
+
+
+def _resolve_pair(student_ref: BlockRef, teacher_ref: Optional[BlockRef], blocks: Sequence[Block],
+                  model_name: str) -> tuple[Block, Block]:
+    """Resolve a student and a deeper teacher; an omitted teacher is chosen by the paper heuristic and logged."""
+    student = resolve(student_ref, blocks, name="student_block", model_name=model_name)
+    if teacher_ref is not None:
+        teacher = resolve(teacher_ref, blocks, name="teacher_block", model_name=model_name)
+    else:
+        depth = default_teacher(student.depth, len(blocks))
+        if depth is None:
+            raise BlockIndexError(
+                f"LayerSync could not find layer: no teacher fits after student_block={student_ref!r} "
+                f"(depth {student.depth}) in {model_name}, which has {describe(blocks)}: the teacher must be deeper "
+                f"than the student and outside the last 20% of blocks. Pass `teacher_block` explicitly."
+            )
+        teacher = blocks[depth - 1]
+        logger.info("LayerSync teacher_block not given: chose depth %d (%s), about twice the student "
+                    "depth %d and outside the last 20%% of %d blocks.", depth, teacher.path, student.depth,
+                    len(blocks))
+    if teacher.depth <= student.depth:
+        raise LayerSyncConfigError(
+            f"`teacher_block` must be deeper than `student_block`, got student_block={student_ref!r} "
+            f"({student.path}, depth {student.depth}), teacher_block={teacher_ref!r} "
+            f"({teacher.path}, depth {teacher.depth}). An equal pair has exactly zero gradient."
+        )
+    return student, teacher
 
 
 def _unaligned_share(masks: Sequence[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,11 @@ optimizer step (inside `accelerator.accumulate(...)`), without needing the accel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
 from accelerate.state import GradientState
 
 from .errors import LayerSyncConfigError
@@ -45,6 +47,7 @@ class WeightSchedule:
     stop_step: Optional[int] = None
 
     def __post_init__(self):
+        check_weight(self.weight, "`WeightSchedule.weight`", positive=False)
         _check_count(self.warmup_steps, "warmup_steps", 0)
         if self.stop_step is not None:
             _check_count(self.stop_step, "stop_step", 1)
@@ -65,6 +68,21 @@ class WeightSchedule:
         if self.warmup_steps:
             return self.weight * min(1.0, (step + 1) / self.warmup_steps)
         return self.weight
+
+
+# The term is computed in float32: a larger weight overflows it to inf.
+_LARGEST_WEIGHT = torch.finfo(torch.float32).max
+
+
+def check_weight(value, label: str, *, positive: bool = True) -> None:
+    """A weight is a finite number, > 0 (or >= 0 for a schedule that is off), that float32 can hold."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value) and (value > 0 or (not positive and value == 0)) and value < _LARGEST_WEIGHT:
+        return
+    raise LayerSyncConfigError(
+        f"{label} must be a number > 0 that float32 can hold (finite, below 3.4e38), got {value!r}. Use 0.2 as in the "
+        "paper (0.002 for LoRA fine-tunes of large video models), or turn LayerSync off with `enabled=False`."
+    )
 
 
 def _check_count(value, name: str, minimum: int) -> None:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from tiny_models import build
 
 from layersync_hooks import LayerSync
-from tiny_models import build
 
 
 @pytest.fixture(autouse=True)
@@ -57,13 +57,13 @@ def test_register_for_checkpointing_round_trip(tmp_path):
         model(**inputs, return_dict=False)
         layersync.loss()
     accelerator.save_state(str(tmp_path))
-    layersync.step = 0
+    layersync.load_state_dict({**layersync.state_dict(), "step": 0})
     accelerator.load_state(str(tmp_path))
     assert layersync.step == 3
-    assert layersync.state_dict() == {"step": 3, "student": "transformer_blocks.0", "teacher": "transformer_blocks.2",
+    assert layersync.state_dict() == {"step": 3, "pairs": [["transformer_blocks.0", "transformer_blocks.2"]],
                                       "weight": 0.2}
     with pytest.warns(UserWarning, match="saved for blocks"):
-        layersync.load_state_dict({**layersync.state_dict(), "teacher": "transformer_blocks.3"})
+        layersync.load_state_dict({**layersync.state_dict(), "pairs": [["transformer_blocks.0", "transformer_blocks.3"]]})
 
 
 def test_disabled_registers_nothing():

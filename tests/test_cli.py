@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from layersync_hooks import __version__
-from layersync_hooks.cli import COMMANDS, main
+from layersync_hooks.commands.cli import COMMANDS, main
 
 
 def test_help_and_version(capsys):

@@ -5,10 +5,11 @@ import copy
 
 import pytest
 import torch
+from tiny_models import build, prediction
 from torch._dynamo.utils import counters
 
-from layersync_hooks import CompiledModelError, LayerSync
-from tiny_models import build, prediction
+from layersync_hooks import LayerSync
+from layersync_hooks.errors import CompiledModelError
 
 pytestmark = pytest.mark.slow  # each case compiles a tiny model: seconds, not milliseconds
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from layersync_hooks import LayerSyncConfig, LayerSyncConfigError
+from layersync_hooks import LayerSyncConfig
+from layersync_hooks.errors import LayerSyncConfigError
 
 SEED = {"layersync_enabled": True, "layersync_student_block": 8, "layersync_teacher_block": 16, "layersync_lambda": 0.3}
 
@@ -23,7 +24,7 @@ def test_seed_keys():
 def test_paper_code_names(student, teacher, weight):
     """The paper code's flag names map onto student, teacher and weight."""
     config = LayerSyncConfig.from_dict({"enabled": True, student: 4, teacher: 12, weight: 0.5})
-    assert (config.student_block, config.teacher_block, config.weight) == (4, 12, 0.5)
+    assert (config.pairs, config.weight) == (((4, 12),), 0.5)
 
 
 def test_weight_defaults_to_paper_value():
@@ -52,7 +53,7 @@ def test_disabled_config_skips_validation():
 @pytest.mark.parametrize("weight", [0, 0.0, -0.1, float("nan"), float("inf"), True, "0.2"])
 def test_weight_must_be_positive(weight):
     """A weight <= 0 (0 included) or not a finite number is an error, never silently 0.2."""
-    with pytest.raises(LayerSyncConfigError, match=r"must be a number > 0, got"):
+    with pytest.raises(LayerSyncConfigError, match=r"must be a number > 0 that float32 can hold \(finite, below 3.4e38\), got"):
         LayerSyncConfig(student_block=8, teacher_block=16, weight=weight)
 
 
@@ -73,7 +74,7 @@ def test_unknown_key_lists_valid_keys():
     """A typo is an error that lists every valid key; `_comment` keys are ignored."""
     with pytest.raises(LayerSyncConfigError, match=r"Unknown LayerSync config key 'techer_block'.*layersync_lambda"):
         LayerSyncConfig.from_dict({"layersync_enabled": True, "student_block": 8, "techer_block": 16})
-    assert LayerSyncConfig.from_dict({"_comment": "x", **SEED}).teacher_block == 16
+    assert LayerSyncConfig.from_dict({"_comment": "x", **SEED}).pairs == ((8, 16),)
 
 
 def test_conflicting_aliases():
@@ -85,7 +86,7 @@ def test_conflicting_aliases():
 @pytest.mark.parametrize("value,parsed", [("8", 8), ("-2", -2), ("transformer_blocks.3", "transformer_blocks.3")])
 def test_block_strings(value, parsed):
     """Digit strings (from CLIs, JSON) are depths; other strings are block paths."""
-    assert LayerSyncConfig(student_block=value, teacher_block=None).student_block == parsed
+    assert LayerSyncConfig(student_block=value, teacher_block=None).pairs == ((parsed, None),)
 
 
 @pytest.mark.parametrize("value", [8.0, True, "", [8]])
@@ -127,3 +128,12 @@ def test_config_is_frozen():
     config = LayerSyncConfig(student_block=8, teacher_block=16)
     with pytest.raises(AttributeError):
         config.weight = 0
+
+
+def test_pairs_are_the_one_stored_form():
+    """`student_block`/`teacher_block` write one pair: the config stores `pairs` only, and reading the two names
+    fails loudly instead of returning a stale None."""
+    config = LayerSyncConfig(student_block=8, teacher_block=16)
+    assert config == LayerSyncConfig(pairs=[(8, 16)]) and config.pairs == ((8, 16),)
+    with pytest.raises(AttributeError):
+        config.student_block

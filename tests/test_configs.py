@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from layersync_hooks import LayerSync, LayerSyncConfig, recommend_pair
-from layersync_hooks.blocks import list_blocks
-from layersync_hooks.demo.train import DEFAULT_CONFIG, MODEL_CONFIG
+from layersync_hooks.capture import list_blocks
+from layersync_hooks.commands.demo.train import DEFAULT_CONFIG, MODEL_CONFIG
 from layersync_hooks.layouts import layout_for
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.json"))
@@ -34,7 +34,7 @@ def test_config_follows_the_paper_heuristic(path):
     data = read(path)
     config = LayerSyncConfig.from_json(path)
     assert config.enabled and config.weight > 0
-    assert (config.student_block, config.teacher_block) == recommend_pair(data["_num_blocks"])
+    assert config.pairs == (recommend_pair(data["_num_blocks"]),)
     assert data["_comment"] and hasattr(diffusers, data["_model_class"])
 
 
@@ -58,10 +58,10 @@ def test_demo_config_is_the_embedded_default():
     assert data["_model_config"]["num_layers"] == MODEL_CONFIG["num_layers"] == data["_num_blocks"]
 
 
-def test_readme_presets_table_matches_the_files():
-    """Each preset row of the README states the file's block count, pair and weight."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    rows = re.findall(r"^\| [^|]+ \| `(\w+)\.json` \| (\d+) \| (\d+) <- (\d+) \| ([\d.]+) \|$", readme, flags=re.M)
+def test_docs_presets_table_matches_the_files():
+    """Each preset row of docs/configuration.md states the file's block count, pair and weight."""
+    page = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)\.json` \| (\d+) \| (\d+) <- (\d+) \| ([\d.]+) \|$", page, flags=re.M)
     assert {name for name, *_ in rows} == {path.stem for path in FAMILIES}
     for name, blocks, student, teacher, weight in rows:
         data = read(Path(__file__).parents[1] / "configs" / f"{name}.json")

@@ -15,10 +15,10 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
-
-from layersync_hooks.cli import main
-from layersync_hooks.demo.data import ShapesData, draw_shapes
 from test_accelerate import free_port, fresh_accelerate_state  # noqa: F401 (autouse: a new Accelerator per test)
+
+from layersync_hooks.commands.cli import main
+from layersync_hooks.commands.demo.data import ShapesData, draw_shapes
 
 STEPS, GLOBAL_BATCH = 3, 8
 COMMON = ["--steps", str(STEPS), "--eval-every", str(STEPS), "--report-to", "none"]
@@ -197,7 +197,7 @@ def test_generated_images_are_fixed_by_the_seed():
 
 def test_curves_are_smoothed_with_a_trailing_mean():
     """The plot's moving average: each point is the mean of the last `window` values seen so far."""
-    from layersync_hooks.demo.plot import smooth
+    from layersync_hooks.commands.demo.plot import smooth
 
     assert smooth([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
     assert smooth([5.0], 10) == [5.0]

@@ -2,15 +2,15 @@
 
 import pytest
 import torch
+from tiny_models import build, prediction
 
 from layersync_hooks import BlockLayout, LayerSync, LayerSyncError, Stack
-from tiny_models import build, prediction
 
 
 def test_empty_slice_raises_before_backward():
     """A rule that keeps no token fails in loss(), naming the stack, instead of a NaN loss."""
     model, inputs = build("PixArt")
-    layout = BlockLayout(stacks=(Stack("transformer_blocks", tokens=lambda hidden, _: (hidden[:, :0], None)),))
+    layout = BlockLayout(stacks=(Stack("transformer_blocks", rule=lambda hidden, _: (hidden[:, :0], None)),))
     layersync = LayerSync(model, student_block=1, teacher_block=3, layout=layout)
     prediction(model, inputs)
     with pytest.raises(LayerSyncError, match=r"rule of 'transformer_blocks' .* selected no tokens from 'transformer_"):
@@ -39,7 +39,7 @@ def test_some_samples_without_targets_warn():
         mask[0] = True
         return hidden, mask
 
-    layout = BlockLayout(stacks=(Stack("transformer_blocks", tokens=first_sample_only),))
+    layout = BlockLayout(stacks=(Stack("transformer_blocks", rule=first_sample_only),))
     layersync = LayerSync(model, student_block=1, teacher_block=3, layout=layout)
     prediction(model, inputs)
     assert layersync.loss().item() != 0

@@ -9,7 +9,6 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
-
 from tiny_models import build
 
 SCRIPT = Path(__file__).parents[1] / "examples" / "train_sana_lora_layersync.py"

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TINY, build, prediction
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import layersync_hooks
-import layersync_hooks.loss as loss_module
 from layersync_hooks import LayerSync
-from tiny_models import TINY, build, prediction
 
 PACKAGE = str(Path(layersync_hooks.__file__).parent)
 # Tensor methods that return host values, and the ATen ops under the implicit conversions and mask indexing.
@@ -98,12 +97,3 @@ def test_training_step_never_syncs(family, checkpointing, monkeypatch):
     assert all(isinstance(v, float) for v in metrics.values())
 
 
-@pytest.mark.parametrize("call", ["t.item()", "bool(t.sum() > 0)", "t[t > 0]", "t.tolist()"])
-def test_guard_catches_a_sync_added_to_the_package(call, monkeypatch):
-    """The guard fails a step when package code gains a host sync (here in loss.py's `flatten_tokens`)."""
-    source = f"def flatten_tokens(hidden):\n    t = hidden.detach()\n    {call}\n    return original(hidden)\n"
-    namespace = {"original": loss_module.flatten_tokens}
-    exec(compile(source, loss_module.__file__, "exec"), namespace)
-    monkeypatch.setattr(loss_module, "flatten_tokens", namespace["flatten_tokens"])
-    with pytest.raises(HostSync, match="loss.py"):
-        training_step("DiT", False, monkeypatch)

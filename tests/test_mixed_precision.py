@@ -3,10 +3,10 @@
 import diffusers
 import pytest
 import torch
+from tiny_models import TINY, build, prediction
 from torch import nn
 
 from layersync_hooks import BlockLayout, LayerSync, Stack, token_similarity
-from tiny_models import TINY, build, prediction
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -68,7 +68,7 @@ def test_fp16_padded_tokens_are_finite(rule):
     x, mask = torch.randn(2, 6, 16, dtype=torch.float16), torch.ones(2, 6, dtype=torch.float16)
     mask[0, 3:] = 0
     mask[1] = 0  # a sample that is all padding
-    layout = BlockLayout(stacks=(Stack("blocks", tokens=rule),))
+    layout = BlockLayout(stacks=(Stack("blocks", rule=rule),))
     layersync = LayerSync(model, student_block=1, teacher_block=3, layout=layout)
     model(x, mask)
     term = layersync.loss()

@@ -7,16 +7,23 @@ import math
 import diffusers
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
-
-from layersync_hooks import LayerSync, UnknownModelError, token_similarity
-from layersync_hooks import Activation
-from layersync_hooks.cli import main
-from layersync_hooks.probe import probe
-from layersync_hooks.probe_inputs import INPUT_BUILDERS, ProbeSize, forward_inputs, save_forward_kwargs
-from layersync_hooks.similarity import candidate_pairs, cosine_matrix, linear_cka_matrix, recommend
 from tiny_models import TINY, build, prediction
+
+from layersync_hooks import Activation, LayerSync, token_similarity
+from layersync_hooks.commands.cli import main
+from layersync_hooks.errors import UnknownModelError
+from layersync_hooks.heuristic import candidate_pairs
+from layersync_hooks.probe import (
+    INPUT_BUILDERS,
+    ProbeSize,
+    cosine_matrix,
+    forward_inputs,
+    linear_cka_matrix,
+    probe,
+    recommend,
+    save_forward_kwargs,
+)
 
 SIZE = ProbeSize(batch=2, height=8, width=8, frames=2, text_tokens=6)
 WITH_BUILDER = [name for name, (class_name, _, _) in TINY.items() if class_name in INPUT_BUILDERS]

@@ -1,7 +1,7 @@
 """Tiny real diffusers models, built from config with random weights, and inputs for them.
 
 TINY[name] = (class name, init kwargs, inputs(batch) -> forward kwargs). Configs follow the diffusers model
-tests (checked against shared/reference/tiny_configs.py) with block counts raised so that a student and a
+tests with block counts raised so that a student and a
 deeper teacher exist in every stack.
 """
 

@@ -18,8 +18,8 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from torch.distributed.tensor import DTensor
 
 from layersync_hooks import LayerSync
-from layersync_hooks.demo.data import ShapesData
-from layersync_hooks.demo.train import DEFAULT_CONFIG, build_model, flow_matching_loss
+from layersync_hooks.commands.demo.data import ShapesData
+from layersync_hooks.commands.demo.train import DEFAULT_CONFIG, build_model, flow_matching_loss
 
 
 def shard(model, mode):

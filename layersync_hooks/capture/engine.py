@@ -1,0 +1,308 @@
+"""Capture block activations of the training forward with native forward hooks.
+
+One engine per model root holds the root's two hooks, one hook per block (shared by every `BlockCapture` on that
+model) and one buffer. The root's forward pre-hook arms the buffer for a training forward (train mode, grad
+enabled, not paused, not during backward); the root's forward hook disarms it. Block hooks store the raw output
+object of the first call inside that window and return None, so outputs are never changed. Slicing and upcasting
+happen only in `pop()`, after the forward returned: under reentrant checkpointing the hook runs under no_grad and
+only that exact output object later receives a `grad_fn`. docs/how-it-works.md walks through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..errors import LayerSyncError, MissingActivationsError
+from ..layouts import BlockLayout, layout_for
+from .arguments import argument_picker
+from .blocks import Block, list_blocks, resolve, unwrap
+from .compiled import check_not_compiled_yet
+from .selection import Activation, select
+from .torch_internals import check_torch, in_backward, never_compiled_alone, remove_hook
+
+logger = logging.getLogger(__name__)
+
+
+class Stored(NamedTuple):
+    """One block's raw output from the training forward, and the block arguments its token rule reads."""
+
+    output: Any
+    block_arguments: Optional[dict[str, Any]]
+
+
+class _Hook:
+    """A hook that calls into its engine. Copied with the model (`copy.deepcopy`, pickling), it becomes `_Inert`:
+    a copy (an EMA model, a saved model) must never capture, and must stay picklable."""
+
+    def __init__(self, function: Callable, *bound: Any):
+        self.function, self.bound = function, bound
+        self.id: Optional[int] = None  # the hook's key in the module's hook dicts, set once registered
+
+    def __call__(self, *args):
+        return self.function(*self.bound, *args)
+
+    def __deepcopy__(self, memo):
+        return _Inert(self.id)
+
+    def __reduce__(self):
+        return _Inert, (self.id,)
+
+
+class _Inert:
+    """What a copy of the model holds in place of a LayerSync hook: at its first call it removes itself."""
+
+    def __init__(self, hook_id: Optional[int]):
+        self.hook_id = hook_id
+
+    def __call__(self, module, *args):
+        remove_hook(module, self.hook_id)
+        return None
+
+
+def _skip_reason(root: nn.Module, active: bool) -> Optional[str]:
+    """Why a call of the root is not a training forward to capture, or None when it is one."""
+    if not active:
+        return "capture was paused"
+    if not root.training:
+        return "the model was in eval mode (call `model.train()` before the training forward)"
+    if not torch.is_grad_enabled():
+        return "gradients were disabled (torch.no_grad() or torch.inference_mode())"
+    if in_backward():
+        return "it ran during backward"
+    return None
+
+
+class _Engine:
+    """The hooks and buffer of one model root, shared by all its `BlockCapture`s."""
+
+    _by_root: weakref.WeakKeyDictionary[nn.Module, _Engine] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, root: nn.Module) -> _Engine:
+        if root not in cls._by_root:
+            cls._by_root[root] = cls(root)
+        return cls._by_root[root]
+
+    def __init__(self, root: nn.Module):
+        # Weak references only: the hooks live in the modules' hook dicts and must not keep the model alive.
+        self.root = weakref.ref(root)
+        self.users: list[BlockCapture] = []
+        self.root_handles: tuple = ()
+        self.block_handles: dict[str, Any] = {}  # path -> the block's hook handle
+        self.modules: dict[str, weakref.ref] = {}  # path -> the block module, for identity checks
+        self.pickers: dict[str, Callable] = {}  # path -> picks the block arguments its token rule reads
+        self.reads_model = False  # whether any token rule reads the model's call arguments
+        self.armed = False
+        self.buffer: dict[str, Stored] = {}
+        self.pending: dict[str, set[BlockCapture]] = {}  # path -> the users yet to take it in this forward
+        self.model_call: Optional[tuple[tuple, dict]] = None
+        self.forwards = 0
+        self.last_skip: Optional[str] = None
+
+    # -- users and hooks ---------------------------------------------------------------------------------
+    def add(self, user: BlockCapture) -> None:
+        root = self.root()
+        if not self.users:
+            self.root_handles = (
+                _register(root.register_forward_pre_hook, _Hook(self._on_model_call), with_kwargs=True),
+                _register(root.register_forward_hook, _Hook(self._on_model_return), with_kwargs=True,
+                          always_call=True),
+            )
+        for block in user.blocks:
+            if block.path not in self.block_handles:
+                self.modules[block.path] = weakref.ref(block.module)
+                self.block_handles[block.path] = _register(
+                    block.module.register_forward_hook, _Hook(self._on_block_output, block.path), with_kwargs=True)
+                logger.debug("Hooked %s.%s (depth %d)", type(root).__name__, block.path, block.depth)
+        self.users.append(user)
+        self._update_reads()
+
+    def discard(self, user: BlockCapture) -> None:
+        if user not in self.users:
+            return
+        self.users.remove(user)
+        wanted = {block.path for other in self.users for block in other.blocks}
+        for path in [p for p in self.block_handles if p not in wanted]:
+            self.block_handles.pop(path).remove()
+            self.modules.pop(path)
+            self.buffer.pop(path, None)
+        self._update_reads()
+        if not self.users:
+            for handle in self.root_handles:
+                handle.remove()
+            self.root_handles = ()
+            self.buffer.clear()
+            self.model_call, self.armed = None, False
+            root = self.root()
+            if root is not None:
+                self._by_root.pop(root, None)
+
+    def _update_reads(self) -> None:
+        blocks = {b.path: b for u in self.users for b in u.blocks}.values()
+        self.pickers = {b.path: argument_picker(b.module, b.stack.block_args) for b in blocks if b.stack.block_args}
+        self.reads_model = any(b.stack.reads_inputs for b in blocks)
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+    def _on_model_call(self, module, args, kwargs):
+        if module is not self.root() or self.armed:
+            return None
+        active = [user for user in self.users if not user.is_paused]
+        self.last_skip = _skip_reason(module, bool(active))
+        if self.last_skip is not None:
+            return None
+        # A new training forward: release the previous one's activations, even if nobody took them.
+        self.buffer.clear()
+        self.pending = {}
+        for user in active:
+            for block in user.blocks:
+                self.pending.setdefault(block.path, set()).add(user)
+        self.model_call = (args, kwargs) if self.reads_model else None
+        self.forwards += 1
+        self.armed = True
+        return None
+
+    def _on_model_return(self, module, args, kwargs, output):
+        if module is self.root():
+            self.armed = False
+        return None
+
+    def _on_block_output(self, path, module, args, kwargs, output):
+        if self.armed and path in self.pending and path not in self.buffer and self.modules[path]() is module:
+            picker = self.pickers.get(path)
+            self.buffer[path] = Stored(output, picker(args, kwargs) if picker is not None else None)
+        return None
+
+    # -- taking activations --------------------------------------------------------------------------------
+    def take(self, user: BlockCapture, caller: str) -> tuple[dict[str, Stored], Optional[tuple[tuple, dict]]]:
+        missing = [b.path for b in user.blocks if b.path not in self.buffer or user not in self.pending[b.path]]
+        if missing:
+            raise MissingActivationsError(self._explain(caller, missing, user))
+        taken = {}
+        for block in user.blocks:
+            taken[block.path] = self.buffer[block.path]
+            self.pending[block.path].discard(user)
+            if not self.pending[block.path]:
+                del self.buffer[block.path]  # the last user took it: release the graph it pins
+        model_call = self.model_call
+        if not self.buffer:
+            self.model_call = None
+        return taken, model_call
+
+    def _explain(self, caller: str, missing: list[str], user: BlockCapture) -> str:
+        model = type(self.root()).__name__
+        names = ", ".join(repr(p) for p in missing)
+        if self.armed:
+            why = f"The forward of {model} has not returned yet."
+        elif self.last_skip is not None:
+            why = f"The last call of {model} was not captured because {self.last_skip}."
+        elif self.forwards == 0:
+            why = (f"No training forward of {model} has run since the hooks were attached. (A model compiled "
+                   "whole with torch.compile before attaching never runs hooks added later.)")
+        elif all(user in self.pending.get(p, ()) for p in missing):
+            why = f"The last training forward of {model} did not call {names}."
+        else:
+            why = "Its activations were already used since the last training forward."
+        return (f"`{caller}` found no activations from {names}. {why} Run the model's training forward "
+                f"before calling `{caller}`, once per forward.")
+
+
+# Dynamo inlines the hooks into a whole-model graph; under regional compilation they run as plain Python, never
+# as compiled frames of their own (one per hooked block would reach the recompile limit).
+for _code in (_Hook.__call__, _Engine._on_model_call, _Engine._on_model_return, _Engine._on_block_output):
+    never_compiled_alone(_code)
+
+
+def _register(register: Callable, hook: _Hook, **options) -> Any:
+    handle = register(hook, **options)
+    hook.id = handle.id
+    return handle
+
+
+class BlockCapture:
+    r"""
+    The target-token activations of any set of blocks, from each training forward. LayerSync is built on it;
+    other representation regularizers (REPA- or CREPA-style) can use it directly. Captures of the same model
+    share one hook per block and one buffer.
+
+    Args:
+        model (`nn.Module`): The model (a diffusers transformer; DDP, FSDP, compile and PEFT wrappers are unwrapped).
+        blocks (`Sequence[int | str]`): 1-based depths (0 = first block, negative from the end) or block paths.
+        layout (`BlockLayout`, *optional*): Overrides the layout table for this model.
+
+    Example:
+        ```python
+        >>> capture = BlockCapture(transformer, blocks=[8, 16])
+        >>> model_pred = transformer(**inputs).sample
+        >>> activations = capture.pop()      # {"transformer_blocks.7": Activation(hidden, mask), ...}
+        ```
+    """
+
+    def __init__(self, model: nn.Module, blocks: Sequence[Union[int, str, Block]], *,
+                 layout: Optional[BlockLayout] = None):
+        check_torch()
+        check_not_compiled_yet(model)
+        root = unwrap(model)
+        self.model_name = type(root).__name__
+        self.layout = layout_for(root, layout)
+        self.all_blocks = list_blocks(root, self.layout)
+        chosen: dict[str, Block] = {}
+        for ref in blocks:
+            block = ref if isinstance(ref, Block) else resolve(ref, self.all_blocks, name="block",
+                                                               model_name=self.model_name)
+            chosen.setdefault(block.path, block)
+        if not chosen:
+            raise LayerSyncError("`BlockCapture` needs at least one block, got none.")
+        self.blocks: tuple[Block, ...] = tuple(chosen.values())
+        self._paused = 0
+        self._engine: Optional[_Engine] = _Engine.of(root)
+        self._engine.add(self)
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether a `paused()` block is open: this capture takes nothing from the forwards inside it."""
+        return self._paused > 0
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are in place (until `remove()`)."""
+        return self._engine is not None
+
+    def pop(self, *, caller: str = "BlockCapture.pop()") -> dict[str, Activation]:
+        """The target tokens of each block from the last training forward; releases them. Call once per forward."""
+        if self._engine is None:
+            raise LayerSyncError(f"`{caller}` was called after `remove()`; the hooks are gone.")
+        stored, model_call = self._engine.take(self, caller)
+        root = self._engine.root()
+        return {b.path: select(b, *stored[b.path], root, model_call) for b in self.blocks}
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Capture nothing inside this block (validation, reference passes, sampling)."""
+        self._paused += 1
+        try:
+            yield self
+        finally:
+            self._paused -= 1
+
+    def remove(self) -> None:
+        """Remove this capture's hooks (those shared with another capture stay until it is removed too)."""
+        if self._engine is not None:
+            self._engine.discard(self)
+            self._engine = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def __repr__(self):
+        blocks = ", ".join(f"{b.path} (depth {b.depth})" for b in self.blocks)
+        state = "removed" if self._engine is None else "paused" if self._paused else "attached"
+        return f"BlockCapture({self.model_name}: {blocks}; {state})"

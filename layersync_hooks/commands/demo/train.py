@@ -1,0 +1,231 @@
+"""The demo trainer: flow matching on a small PixArt transformer, with LayerSync attached as in a diffusers script.
+
+A plain Accelerate training loop, so `accelerate launch` runs it on any number of processes, with gradient
+accumulation and mixed precision from the launcher. Each process trains on its share of a global batch that
+depends only on (seed, step) (see `data.py`): 1 process with batch 8, 2 processes with batch 4 and 1 process
+with batch 4 x 2 accumulation steps all take the same optimizer steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ... import LayerSync, LayerSyncConfig
+from .data import CAPTION_CHANNELS, IMAGE_SIZE, Batch, ShapesData
+from .plot import plot_runs
+
+logger = logging.getLogger(__name__)
+
+# The embedded default (also configs/demo.json): the paper heuristic for 12 blocks, `recommend_pair(12)`.
+DEFAULT_CONFIG = {"layersync_enabled": True, "layersync_student_block": 3, "layersync_teacher_block": 6,
+                  "layersync_lambda": 0.2}
+
+# A real diffusers class, built from config: 12 blocks of width 128 over 8x8 = 64 patch tokens (3.3M parameters).
+MODEL_CONFIG = dict(sample_size=IMAGE_SIZE, in_channels=3, out_channels=3, patch_size=2, num_layers=12,
+                    num_attention_heads=4, attention_head_dim=32, cross_attention_dim=128,
+                    caption_channels=CAPTION_CHANNELS, use_additional_conditions=False)
+_NO_CONDITIONS = {"resolution": None, "aspect_ratio": None}
+
+
+def build_model(seed: int):
+    """The demo's `PixArtTransformer2DModel`, with random weights fixed by `seed`."""
+    from diffusers import PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(**MODEL_CONFIG)
+
+
+def flow_matching_loss(model, batch: Batch) -> torch.Tensor:
+    """Rectified-flow loss: predict the velocity `noise - image` at `x_t = (1 - t) image + t noise`."""
+    t = batch.t.view(-1, 1, 1, 1)
+    noisy = (1 - t) * batch.images + t * batch.noise
+    prediction = model(noisy, encoder_hidden_states=batch.captions, timestep=batch.t * 1000,
+                       added_cond_kwargs=_NO_CONDITIONS).sample
+    return F.mse_loss(prediction.float(), (batch.noise - batch.images).float())
+
+
+class TrainState:
+    """The optimizer step and the curves so far; saved with `accelerator.save_state`, so resume continues them."""
+
+    def __init__(self):
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.history = int(state["step"]), list(state["history"])
+
+
+@torch.no_grad()
+def validation_loss(model, data: ShapesData, layersync: LayerSync, device, chunk: int = 64) -> float:
+    """Flow-matching loss on the held-out images with fixed noise and evenly spaced times (every process)."""
+    model.eval()
+    total = 0.0
+    with layersync.paused():  # not a training forward: nothing to capture
+        for start in range(0, len(data.val.t), chunk):
+            batch = data.val.slice(start, start + chunk).to(device)
+            total += flow_matching_loss(model, batch).item() * len(batch.t)
+    model.train()
+    return total / len(data.val.t)
+
+
+def load_layersync_config(path: Optional[str]) -> LayerSyncConfig:
+    """The LayerSync config of the run: `--config` or the embedded default. It must turn LayerSync on."""
+    config = LayerSyncConfig.load(path if path is not None else DEFAULT_CONFIG)
+    if not config.enabled:
+        raise ValueError(
+            f"--config {path} turns LayerSync off (`layersync_enabled` is false or missing). Set "
+            "`\"layersync_enabled\": true` in it; for a run without LayerSync pass --no-layersync instead."
+        )
+    return config
+
+
+def optimizer_step(accelerator, model, optimizer, layersync: LayerSync, micro_batches: list[Batch], *,
+                   use_layersync: bool, max_grad_norm: float) -> torch.Tensor:
+    """One optimizer step over this process's micro-batches, as a diffusers script takes it: the LayerSync term
+    is added to the loss before `accelerator.backward`. Returns this process's mean flow-matching loss."""
+    task = torch.zeros((), device=accelerator.device)
+    for batch in micro_batches:
+        with accelerator.accumulate(model):
+            loss = flow_matching_loss(model, batch.to(accelerator.device))
+            term = layersync.loss()  # the baseline computes it too, for the similarity, but never trains on it
+            accelerator.backward(loss + term if use_layersync else loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        task += loss.detach() / len(micro_batches)
+    return task
+
+
+def resume_dir(args, run_dir: Path) -> Optional[Path]:
+    """The state folder `--resume` names for this run (None without --resume); it must hold a saved state."""
+    if not args.resume:
+        return None
+    path = run_dir / "state" if args.resume == "latest" else Path(args.resume)
+    if not (path / "custom_checkpoint_0.pkl").is_file():
+        raise FileNotFoundError(f"--resume: no saved training state in {path}. Run without --resume first, "
+                                "or pass --resume PATH to a `state` folder written by a previous run.")
+    return path
+
+
+def make_accelerator(args, run_dir: Path):
+    """One Accelerator per run; TensorBoard logging when it is installed (or as `--report-to` says)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, is_tensorboard_available
+
+    report_to = args.report_to
+    if report_to == "auto":
+        report_to = "tensorboard" if is_tensorboard_available() else None
+    elif report_to == "none":
+        report_to = None
+    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir))
+    return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps, log_with=report_to,
+                       project_config=project)
+
+
+def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
+    """Train one run into `run_dir`; returns its summary (also written to `run_dir/metrics.json`)."""
+    from tqdm.auto import tqdm
+
+    accelerator = make_accelerator(args, run_dir)
+    name = run_dir.name
+    data = ShapesData(seed=args.seed)
+    model = build_model(args.seed)
+    # The baseline attaches LayerSync too but never adds its term: it measures the same student-teacher
+    # similarity without training on it, so both runs report comparable curves.
+    config = load_layersync_config(args.config)
+    layersync = LayerSync.from_config(model, config)  # before accelerator.prepare
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state, layersync)
+    state_dir = run_dir / "state"
+    resume_from = resume_dir(args, run_dir)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        if state.step >= args.steps:
+            raise ValueError(f"--resume: the state in {resume_from} is already at step {state.step}; "
+                             f"pass --steps larger than {state.step} to train on.")
+    accelerator.init_trackers("tensorboard", config={k: v for k, v in vars(args).items()
+                                                     if isinstance(v, (int, float, str, bool))})
+    world, accumulation = accelerator.num_processes, args.gradient_accumulation_steps
+    accelerator.print(f"[{name}] {type(accelerator.unwrap_model(model)).__name__}, {layersync!r}; "
+                      f"LayerSync term {'added to the loss' if use_layersync else 'measured, not trained on'}. "
+                      f"Batch {args.batch_size} x {world} processes x {accumulation} accumulation = "
+                      f"{args.batch_size * world * accumulation} per step ({accelerator.distributed_type}).")
+    progress = tqdm(total=args.steps, initial=state.step, desc=name, disable=not accelerator.is_local_main_process)
+    started = time.perf_counter()
+    while state.step < args.steps:
+        task = optimizer_step(accelerator, model, optimizer, layersync, data.micro_batches(
+            state.step, rank=accelerator.process_index, batch_size=args.batch_size, num_processes=world,
+            accumulation=accumulation), use_layersync=use_layersync, max_grad_norm=args.max_grad_norm)
+        state.step += 1
+        row = {"step": state.step, "loss": accelerator.reduce(task, reduction="mean").item(), **layersync.metrics()}
+        if not use_layersync:
+            row.pop("layersync_loss", None)  # measured, but not part of this run's loss
+        if state.step % args.eval_every == 0 or state.step == args.steps:
+            row["val_loss"] = validation_loss(model, data, layersync, accelerator.device)
+        state.history.append(row)
+        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
+        # past a config's `layersync_stop_step` the hooks are gone and metrics() has nothing to report
+        shown = {key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row}
+        progress.set_postfix(**shown)
+        progress.update(1)
+        if args.checkpoint_every and state.step % args.checkpoint_every == 0 and state.step < args.steps:
+            accelerator.save_state(str(state_dir))
+    progress.close()
+    accelerator.save_state(str(state_dir))
+    summary = {"run": name, "layersync": use_layersync, "config": config.to_dict(),
+               "num_processes": world, "distributed_type": str(accelerator.distributed_type),
+               "gradient_accumulation_steps": accumulation, "batch_size": args.batch_size, "steps": state.step,
+               "seconds": round(time.perf_counter() - started, 2), "final": final_numbers(state.history),
+               "history": state.history}
+    _write_outputs(accelerator, model, summary, run_dir)
+    accelerator.end_training()
+    layersync.remove()
+    return summary
+
+
+def _write_outputs(accelerator, model, summary: dict[str, Any], run_dir: Path) -> None:
+    """metrics.json / metrics.csv, the safetensors checkpoint and curves.png (main process only)."""
+    from safetensors.torch import save_file
+
+    weights = accelerator.get_state_dict(model)  # every process takes part (FSDP gathers here)
+    history = summary["history"]
+    if accelerator.is_main_process:
+        model_dir = run_dir / "model"
+        accelerator.unwrap_model(model).save_config(model_dir)
+        save_file({k: v.contiguous() for k, v in weights.items()}, model_dir / "diffusion_pytorch_model.safetensors")
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
+        columns = list(dict.fromkeys(key for row in history for key in row))
+        with open(run_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+        plot_runs({run_dir.name: history}, run_dir / "curves.png")
+    accelerator.wait_for_everyone()
+
+
+def final_numbers(history: list[dict[str, float]]) -> dict[str, float]:
+    """The last validation loss, and the train loss and similarity averaged over the last 10% of steps."""
+    tail = history[-max(1, len(history) // 10):]
+    numbers = {}
+    for key in ("loss", "layersync_similarity"):  # no similarity after a `layersync_stop_step`
+        values = [row[key] for row in tail if key in row]
+        if values:
+            numbers[key] = sum(values) / len(values)
+    validation = [row["val_loss"] for row in history if "val_loss" in row]
+    if validation:
+        numbers["val_loss"] = validation[-1]
+    return numbers

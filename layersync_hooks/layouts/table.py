@@ -1,0 +1,163 @@
+"""The layout table: where every diffusers (0.42) denoiser keeps its blocks and which tokens are the noisy target.
+
+Plain data keyed by class name, looked up along the MRO (`registry.lookup_layout`). Depths number the stacks that
+carry the target tokens, in forward order: text-only stacks (HunyuanVideo's token refiner, Z-Image's
+`context_refiner`) and side branches (Wan-VACE's `vace_blocks`) are not numbered. Facts (block lists, output order,
+where the image tokens sit) were read from each class's diffusers source; each row is proven by the gradient
+probe in `tests/test_family_tokens.py`. Classes that cannot be aligned have a row that says why.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from .counts import FirstMarked, ImageShapes, Latents, Valid
+from .rules import ChannelsFirst, Indexed, Last, Marked, SequenceFirst, Span, ZImageTarget
+from .types import BlockLayout, Stack
+
+IMAGE = Latents("hidden_states")  # packed (B, N, C) latents: N image tokens
+
+
+def _stacks(*stacks, output: int = 0, rule=None) -> BlockLayout:
+    """Stacks that share one output index and token rule."""
+    return BlockLayout(stacks=tuple(Stack(path, output=output, rule=rule) for path in stacks))
+
+
+def _image_first(patch="patch_size") -> Span:
+    return Span(Latents("hidden_states", patch=patch))
+
+
+def _image_last(patch="patch_size") -> Last:
+    return Last(Latents("hidden_states", patch=patch))
+
+
+def _unet(path_in_block: str = "attentions.*.transformer_blocks") -> BlockLayout:
+    """UNets: the transformer blocks nested in the down, mid and up blocks, numbered in that (forward) order."""
+    return _stacks(f"down_blocks.*.{path_in_block}", f"mid_block.{path_in_block}", f"up_blocks.*.{path_in_block}")
+
+
+def _repeated_blocks(model: nn.Module) -> Optional[str]:
+    """Stable Cascade runs each block of a level once per repeat mapper + 1: one hook would see several calls."""
+    repeats = [*model.config.down_blocks_repeat_mappers, *model.config.up_blocks_repeat_mappers]
+    if any(r > 1 for r in repeats):
+        return (f"its blocks run several times per forward (blocks repeat mappers {tuple(repeats)}), so one block "
+                "has no single output to align. The Stage C prior (no repeats) is supported.")
+    return None
+
+
+# Target-first image streams marked by position ids: Flux Kontext and Flux.2 references get img_ids[..., 0] != 0,
+# LongCat-Image-Edit's target has modality id 1 and its reference 2 (see their pipelines' prepare_latents).
+FLUX_TARGET = Marked("img_ids", value=0, column=0)
+LONGCAT_TARGET = Marked("img_ids", value=1, column=0)
+
+LAYOUTS: dict[str, BlockLayout] = {
+    # -- joint-attention MMDiTs: blocks return (encoder_hidden_states, hidden_states) -----------------------------
+    "FluxTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks", output=1, rule=FLUX_TARGET),
+    "Flux2Transformer2DModel": BlockLayout(stacks=(
+        Stack("transformer_blocks", output=1, rule=FLUX_TARGET),
+        Stack("single_transformer_blocks", rule=Last(IMAGE, then=FLUX_TARGET)))),  # one [text; image] tensor
+    "Flux3Transformer2DModel": BlockLayout(stacks=(
+        Stack("mode_blocks.image"), Stack("single_transformer_blocks", output=1, rule=Span(IMAGE)))),
+    "ChromaTransformer2DModel": BlockLayout(stacks=(
+        Stack("transformer_blocks", output=1), Stack("single_transformer_blocks", rule=Last(IMAGE)))),
+    "SD3Transformer2DModel": _stacks("transformer_blocks", output=1),  # its last block returns (None, hidden)
+    "AuraFlowTransformer2DModel": BlockLayout(stacks=(
+        Stack("joint_transformer_blocks", output=1),
+        Stack("single_transformer_blocks", rule=_image_last()))),  # [text + 8 registers; image]
+    "LongCatImageTransformer2DModel": _stacks(
+        "transformer_blocks", "single_transformer_blocks", output=1, rule=LONGCAT_TARGET),
+    "OvisImageTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks", output=1),
+    "BriaTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks", output=1),
+    "BriaFiboTransformer2DModel": BlockLayout(stacks=(
+        Stack("transformer_blocks", output=1, rule=FLUX_TARGET),  # edit references: img_ids[..., 0] = 1, 2, ...
+        Stack("single_transformer_blocks", rule=Last(IMAGE, then=FLUX_TARGET)))),
+    "QwenImageTransformer2DModel": _stacks(
+        "transformer_blocks", output=1, rule=Span(ImageShapes("img_shapes", all_but_last="use_layer3d_rope"))),
+    "Krea2Transformer2DModel": _stacks("transformer_blocks", rule=Last(IMAGE)),  # one [text; image] tensor
+    # -- blocks that return (hidden_states, encoder_hidden_states) ---------------------------------------------------
+    "HunyuanVideoTransformer3DModel": _stacks("transformer_blocks", "single_transformer_blocks"),
+    "HunyuanVideo15Transformer3DModel": _stacks("transformer_blocks"),
+    "HunyuanVideoFramepackTransformer3DModel": _stacks(  # [history; noisy]
+        "transformer_blocks", "single_transformer_blocks",
+        rule=_image_last(patch=("patch_size_t", "patch_size", "patch_size"))),
+    "HunyuanImageTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks"),
+    "MotifVideoTransformer3DModel": _stacks("transformer_blocks", "single_transformer_blocks"),
+    "CogVideoXTransformer3DModel": _stacks("transformer_blocks"),
+    "ConsisIDTransformer3DModel": _stacks("transformer_blocks"),
+    "CogView3PlusTransformer2DModel": _stacks("transformer_blocks"),
+    "CogView4Transformer2DModel": _stacks("transformer_blocks"),
+    "GlmImageTransformer2DModel": _stacks("transformer_blocks"),
+    "EasyAnimateTransformer3DModel": _stacks("transformer_blocks"),
+    "MochiTransformer3DModel": _stacks("transformer_blocks"),
+    "JoyImageEditTransformer3DModel": _stacks("double_blocks", rule=_image_first()),  # target moved first
+    "JoyImageEditPlusTransformer3DModel": _stacks("double_blocks", rule=Span(ImageShapes("shape_list"))),
+    "HiDreamImageTransformer2DModel": _stacks(  # double blocks return (image, text); single: [image; text]
+        "double_stream_blocks", "single_stream_blocks",
+        rule=Span(Latents("hidden_states", patch="patch_size", packed_3d=True), valid="hidden_states_masks")),
+    "LTX2VideoTransformer3DModel": _stacks("transformer_blocks"),  # (video, audio)
+    "Kandinsky6Transformer3DModel": _stacks("visual_transformer_blocks"),  # (visual, audio or None)
+    # -- blocks that return the image tokens alone ------------------------------------------------------------------
+    "PixArtTransformer2DModel": _stacks("transformer_blocks"),
+    "DiTTransformer2DModel": _stacks("transformer_blocks"),
+    "Transformer2DModel": _stacks("transformer_blocks"),
+    "SanaTransformer2DModel": _stacks("transformer_blocks"),
+    "SanaVideoTransformer3DModel": _stacks("transformer_blocks"),
+    "SanaWMTransformer3DModel": _stacks("blocks"),
+    "SanaWMLTX2RefinerTransformer3DModel": _stacks("transformer_blocks"),
+    "WanTransformer3DModel": _stacks("blocks"),
+    "WanVACETransformer3DModel": _stacks("blocks"),  # not vace_blocks: a control branch added to the main stream
+    "WanAnimateTransformer3DModel": _stacks(  # latent frame 0 is the reference slot; the pipeline drops it
+        "blocks", rule=Last(Latents("hidden_states", patch="patch_size", condition_frames=1))),
+    "WanAnimate2Transformer3DModel": _stacks("blocks"),
+    "SkyReelsV2Transformer3DModel": _stacks("blocks"),
+    "ChronoEditTransformer3DModel": _stacks("blocks"),
+    "AnyFlowTransformer3DModel": _stacks("blocks"),
+    "CosmosTransformer3DModel": _stacks("transformer_blocks"),
+    "LTXVideoTransformer3DModel": _stacks("transformer_blocks"),
+    "AllegroTransformer3DModel": _stacks("transformer_blocks"),
+    "HunyuanDiT2DModel": _stacks("blocks"),
+    "LuminaNextDiT2DModel": _stacks("layers"),
+    "NucleusMoEImageTransformer2DModel": _stacks("transformer_blocks"),
+    "PRXTransformer2DModel": _stacks("blocks"),
+    "Kandinsky5Transformer3DModel": _stacks("visual_transformer_blocks"),  # not text_transformer_blocks
+    "Kandinsky6SRTransformer3DModel": _stacks("visual_transformer_blocks"),
+    "AceStepTransformer1DModel": _stacks("layers"),
+    "LongCatAudioDiTTransformer": _stacks("blocks"),
+    "LatteTransformer3DModel": _stacks("transformer_blocks"),  # spatial blocks, (B*F, H*W, D): every token is video
+    # -- joint single streams with the target somewhere inside -------------------------------------------------------
+    "Lumina2Transformer2DModel": BlockLayout(stacks=(  # [caption_b; image; padding], caption length per sample
+        Stack("noise_refiner"),
+        Stack("layers", rule=Span(Latents("hidden_states", patch="patch_size"),
+                                    start=Valid("encoder_attention_mask"))))),
+    "ZImageTransformer2DModel": BlockLayout(stacks=(
+        Stack("noise_refiner", rule=ZImageTarget(unified=False)),
+        Stack("layers", rule=ZImageTarget(unified=True)))),
+    "OmniGenTransformer2DModel": _stacks("layers", rule=_image_last()),  # [condition; time token; image]
+    "ErnieImageTransformer2DModel": _stacks("layers", rule=SequenceFirst(_image_first())),  # (S, B, D): [image; text]
+    "BriaFibo2Transformer2DModel": BlockLayout(stacks=(  # layers: [gist; image; context] or [image; context; gist]
+        Stack("noise_refiner", rule=_image_first()),
+        Stack("layers", rule=Span(Latents("hidden_states", patch="patch_size"), start=FirstMarked("noise_mask"))))),
+    "QwenImage21Transformer2DModel": _stacks(  # interleaved text and condition images, the target image last
+        "transformer_blocks", rule=Last(ImageShapes("img_shapes", index=-1))),
+    "Ideogram4Transformer2DModel": _stacks("layers", rule=Marked("indicator", value=2)),  # OUTPUT_IMAGE_INDICATOR
+    "MiniMaxH3Transformer3DModel": _stacks("transformer_blocks", rule=Indexed("video_indices")),
+    "HeliosTransformer3DModel": _stacks("blocks", rule=_image_last()),  # [history; noisy]
+    "StableAudioDiTModel": _stacks("transformer_blocks", rule=_image_last(patch=1)),  # [global; audio]
+    "StableAudio3DiTModel": _stacks("transformer_blocks", rule=_image_last()),  # [memory; audio]
+    "MiniMaxMusic3Transformer1DModel": _stacks("transformer_blocks", rule=_image_last(patch=1)),  # [time; audio]
+    # -- UNets -------------------------------------------------------------------------------------------------------
+    "UNet2DConditionModel": _unet(),  # SD 1.x/2.x, SDXL, Kolors: BasicTransformerBlocks, width changes per level
+    "StableCascadeUNet": BlockLayout(stacks=tuple(  # the attention block ends each res/timestep/attention triple
+        Stack(path, rule=ChannelsFirst(), blocks=("SDCascadeAttnBlock",))
+        for path in ("down_blocks.*", "up_blocks.*")), check=_repeated_blocks),
+    # -- cannot be aligned --------------------------------------------------------------------------------------------
+    "Cosmos3OmniTransformer": BlockLayout(unsupported=(
+        "its layers run one packed (tokens, channels) sequence with no batch axis, mixing understanding and "
+        "generation tokens of every sample.")),
+    "AnyFlowFARTransformer3DModel": BlockLayout(unsupported=(
+        "its causal rollout packs compressed context frames, the noisy frames and clean frames into one sequence "
+        "under a FlexAttention block mask, and where its noisy tokens sit has not been proven with the gradient "
+        "probe (FlexAttention has no CPU backward), so LayerSync does not guess.")),
+}

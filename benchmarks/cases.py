@@ -12,14 +12,24 @@ import torch
 
 
 def _dit(num_layers, heads, sample_size=32):
-    config = dict(num_attention_heads=heads, attention_head_dim=64, in_channels=4, out_channels=4,
-                  num_layers=num_layers, sample_size=sample_size, patch_size=2, norm_type="ada_norm_zero",
-                  num_embeds_ada_norm=1000)
+    config = dict(
+        num_attention_heads=heads,
+        attention_head_dim=64,
+        in_channels=4,
+        out_channels=4,
+        num_layers=num_layers,
+        sample_size=sample_size,
+        patch_size=2,
+        norm_type="ada_norm_zero",
+        num_embeds_ada_norm=1000,
+    )
 
     def inputs(batch, g):
-        return dict(hidden_states=torch.randn(batch, 4, sample_size, sample_size, generator=g),
-                    timestep=torch.randint(0, 1000, (batch,), generator=g),
-                    class_labels=torch.randint(0, 1000, (batch,), generator=g))
+        return dict(
+            hidden_states=torch.randn(batch, 4, sample_size, sample_size, generator=g),
+            timestep=torch.randint(0, 1000, (batch,), generator=g),
+            class_labels=torch.randint(0, 1000, (batch,), generator=g),
+        )
 
     return "DiTTransformer2DModel", config, inputs
 
@@ -29,50 +39,115 @@ def _flux(batch, g):
     # which is what LayerSync selects (random ids would select no token at all).
     rows, columns = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
     img_ids = torch.stack([torch.zeros(16, 16), rows, columns], dim=-1).reshape(256, 3)
-    return dict(hidden_states=torch.randn(batch, 256, 16, generator=g),
-                encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
-                pooled_projections=torch.randn(batch, 128, generator=g), img_ids=img_ids,
-                txt_ids=torch.zeros(32, 3), timestep=torch.rand(batch, generator=g), guidance=None)
+    return dict(
+        hidden_states=torch.randn(batch, 256, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
+        pooled_projections=torch.randn(batch, 128, generator=g),
+        img_ids=img_ids,
+        txt_ids=torch.zeros(32, 3),
+        timestep=torch.rand(batch, generator=g),
+        guidance=None,
+    )
 
 
 def _sd3(batch, g):
-    return dict(hidden_states=torch.randn(batch, 4, 32, 32, generator=g),
-                encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
-                pooled_projections=torch.randn(batch, 128, generator=g),
-                timestep=torch.randint(0, 1000, (batch,), generator=g))
+    return dict(
+        hidden_states=torch.randn(batch, 4, 32, 32, generator=g),
+        encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
+        pooled_projections=torch.randn(batch, 128, generator=g),
+        timestep=torch.randint(0, 1000, (batch,), generator=g),
+    )
 
 
 def _pixart(batch, g):
-    return dict(hidden_states=torch.randn(batch, 4, 32, 32, generator=g),
-                encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
-                timestep=torch.randint(0, 1000, (batch,), generator=g),
-                added_cond_kwargs={"resolution": None, "aspect_ratio": None})
+    return dict(
+        hidden_states=torch.randn(batch, 4, 32, 32, generator=g),
+        encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
+        timestep=torch.randint(0, 1000, (batch,), generator=g),
+        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+    )
 
 
 def _wan(batch, g):
-    return dict(hidden_states=torch.randn(batch, 16, 4, 16, 16, generator=g),
-                encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
-                timestep=torch.randint(0, 1000, (batch,), generator=g))
+    return dict(
+        hidden_states=torch.randn(batch, 16, 4, 16, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, 32, 128, generator=g),
+        timestep=torch.randint(0, 1000, (batch,), generator=g),
+    )
 
 
 CASES = {
     "dit-tiny": (*_dit(4, 1, sample_size=16), 4),
     "dit-s": (*_dit(12, 6), 4),
-    "flux": ("FluxTransformer2DModel", dict(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=4, attention_head_dim=64,
-        num_attention_heads=4, joint_attention_dim=128, pooled_projection_dim=128, axes_dims_rope=[16, 24, 24]),
-        _flux, 4),
-    "sd3": ("SD3Transformer2DModel", dict(
-        sample_size=32, patch_size=2, in_channels=4, num_layers=6, attention_head_dim=64, num_attention_heads=4,
-        caption_projection_dim=256, joint_attention_dim=128, pooled_projection_dim=128, out_channels=4,
-        pos_embed_max_size=32), _sd3, 4),
-    "pixart": ("PixArtTransformer2DModel", dict(
-        sample_size=32, num_layers=8, patch_size=2, attention_head_dim=64, num_attention_heads=4, in_channels=4,
-        out_channels=4, cross_attention_dim=256, caption_channels=128, norm_type="ada_norm_single",
-        use_additional_conditions=False), _pixart, 4),
-    "wan": ("WanTransformer3DModel", dict(
-        patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,
-        text_dim=128, freq_dim=256, ffn_dim=1024, num_layers=6, rope_max_seq_len=64), _wan, 4),
+    "flux": (
+        "FluxTransformer2DModel",
+        dict(
+            patch_size=1,
+            in_channels=16,
+            num_layers=2,
+            num_single_layers=4,
+            attention_head_dim=64,
+            num_attention_heads=4,
+            joint_attention_dim=128,
+            pooled_projection_dim=128,
+            axes_dims_rope=[16, 24, 24],
+        ),
+        _flux,
+        4,
+    ),
+    "sd3": (
+        "SD3Transformer2DModel",
+        dict(
+            sample_size=32,
+            patch_size=2,
+            in_channels=4,
+            num_layers=6,
+            attention_head_dim=64,
+            num_attention_heads=4,
+            caption_projection_dim=256,
+            joint_attention_dim=128,
+            pooled_projection_dim=128,
+            out_channels=4,
+            pos_embed_max_size=32,
+        ),
+        _sd3,
+        4,
+    ),
+    "pixart": (
+        "PixArtTransformer2DModel",
+        dict(
+            sample_size=32,
+            num_layers=8,
+            patch_size=2,
+            attention_head_dim=64,
+            num_attention_heads=4,
+            in_channels=4,
+            out_channels=4,
+            cross_attention_dim=256,
+            caption_channels=128,
+            norm_type="ada_norm_single",
+            use_additional_conditions=False,
+        ),
+        _pixart,
+        4,
+    ),
+    "wan": (
+        "WanTransformer3DModel",
+        dict(
+            patch_size=(1, 2, 2),
+            num_attention_heads=4,
+            attention_head_dim=64,
+            in_channels=16,
+            out_channels=16,
+            text_dim=128,
+            freq_dim=256,
+            ffn_dim=1024,
+            num_layers=6,
+            rope_max_seq_len=64,
+        ),
+        _wan,
+        4,
+    ),
     "dit-b": (*_dit(12, 12), 2),
 }
 
@@ -95,6 +170,10 @@ def build(name: str, *, batch=None, device="cpu", dtype=torch.float32, seed: int
     model = getattr(diffusers, class_name)(**config)
     redraw_zero_weights(model, generator)
     model.to(device=device, dtype=dtype)
-    kwargs = {k: (v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-                  if isinstance(v, torch.Tensor) else v) for k, v in inputs(batch, generator).items()}
+    kwargs = {
+        k: (
+            v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) if isinstance(v, torch.Tensor) else v
+        )
+        for k, v in inputs(batch, generator).items()
+    }
     return model, kwargs, batch

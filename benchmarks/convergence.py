@@ -56,9 +56,17 @@ PROBE_T = 0.3
 def dit(args):
     from diffusers import DiTTransformer2DModel
 
-    return DiTTransformer2DModel(in_channels=1, out_channels=1, sample_size=8, patch_size=2,
-                                 num_layers=args.blocks, num_attention_heads=args.width // 32, attention_head_dim=32,
-                                 norm_type="ada_norm_zero", num_embeds_ada_norm=CLASSES)
+    return DiTTransformer2DModel(
+        in_channels=1,
+        out_channels=1,
+        sample_size=8,
+        patch_size=2,
+        num_layers=args.blocks,
+        num_attention_heads=args.width // 32,
+        attention_head_dim=32,
+        norm_type="ada_norm_zero",
+        num_embeds_ada_norm=CLASSES,
+    )
 
 
 def velocity(model, x, t, labels):
@@ -82,8 +90,10 @@ def evaluate(model, data, features, args) -> dict:
         losses[t] = F.mse_loss(pred, noise - held_x).item()
 
     outputs = {}
-    hooks = [block.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out.mean(1)))
-             for i, block in enumerate(model.transformer_blocks)]
+    hooks = [
+        block.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out.mean(1)))
+        for i, block in enumerate(model.transformer_blocks)
+    ]
     pooled = []
     for x in (train_x, held_x):
         noisy = (1 - PROBE_T) * x + PROBE_T * torch.randn(x.shape, generator=g)
@@ -91,8 +101,14 @@ def evaluate(model, data, features, args) -> dict:
         pooled.append([outputs[i].numpy() for i in range(len(hooks))])
     for hook in hooks:
         hook.remove()
-    probe = [float(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-                   .fit(pooled[0][i], train_y.numpy()).score(pooled[1][i], held_y.numpy())) for i in range(len(hooks))]
+    probe = [
+        float(
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            .fit(pooled[0][i], train_y.numpy())
+            .score(pooled[1][i], held_y.numpy())
+        )
+        for i in range(len(hooks))
+    ]
 
     labels = torch.arange(args.samples) % CLASSES
     x = torch.randn(args.samples, 1, 8, 8, generator=g)
@@ -103,9 +119,14 @@ def evaluate(model, data, features, args) -> dict:
     predicted = features[-1](features[:-1](x)).argmax(1)
     recognised = [(predicted[labels == c] == c).float().mean().item() for c in range(CLASSES)]
     model.train()
-    return {"heldout_loss": float(np.mean(list(losses.values()))), "heldout_loss_by_t": losses, "probe": probe,
-            "fd": frechet(features[:-1](train_x).numpy(), features[:-1](x).numpy()),
-            "class_accuracy": float(np.mean(recognised)), "coverage": float(np.mean([r > 0.5 for r in recognised]))}
+    return {
+        "heldout_loss": float(np.mean(list(losses.values()))),
+        "heldout_loss_by_t": losses,
+        "probe": probe,
+        "fd": frechet(features[:-1](train_x).numpy(), features[:-1](x).numpy()),
+        "class_accuracy": float(np.mean(recognised)),
+        "coverage": float(np.mean([r > 0.5 for r in recognised])),
+    }
 
 
 def run(args, seed: int, with_layersync: bool, features) -> dict:
@@ -120,15 +141,18 @@ def run(args, seed: int, with_layersync: bool, features) -> dict:
     train_x, train_y = data[0], data[1]
     torch.manual_seed(seed)  # initial weights and label dropout: the same in both arms
     model = dit(args).train()
-    layersync = (LayerSync(model, student_block=args.student, teacher_block=args.teacher, weight=args.weight)
-                 if with_layersync else None)
+    layersync = (
+        LayerSync(model, student_block=args.student, teacher_block=args.teacher, weight=args.weight)
+        if with_layersync
+        else None
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     order_g, noise_g = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 10_000)
     checkpoints, order, start, task = [], torch.empty(0, dtype=torch.long), time.time(), 0.0
     for step in range(1, args.steps + 1):
         if len(order) < args.batch:
             order = torch.cat([order, torch.randperm(len(train_x), generator=order_g)])
-        index, order = order[:args.batch], order[args.batch:]
+        index, order = order[: args.batch], order[args.batch :]
         x0, labels = train_x[index], train_y[index]
         noise, t = torch.randn(x0.shape, generator=noise_g), torch.rand(len(x0), generator=noise_g)
         tt = t.view(-1, 1, 1, 1)
@@ -145,9 +169,13 @@ def run(args, seed: int, with_layersync: bool, features) -> dict:
             point.update(layersync.metrics() if layersync is not None else {})
             checkpoints.append(point)
             task = 0.0
-            print(f"seed {seed} {'layersync' if with_layersync else 'baseline '} step {step}: heldout "
-                  f"{point['heldout_loss']:.4f} probe@student {point['probe'][args.student - 1]:.3f} "
-                  f"fd {point['fd']:.2f} ({time.time() - start:.0f}s, load {load()[0]})", file=sys.stderr, flush=True)
+            print(
+                f"seed {seed} {'layersync' if with_layersync else 'baseline '} step {step}: heldout "
+                f"{point['heldout_loss']:.4f} probe@student {point['probe'][args.student - 1]:.3f} "
+                f"fd {point['fd']:.2f} ({time.time() - start:.0f}s, load {load()[0]})",
+                file=sys.stderr,
+                flush=True,
+            )
     return {"seed": seed, "layersync": with_layersync, "seconds": time.time() - start, "checkpoints": checkpoints}
 
 
@@ -167,22 +195,38 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--reuse-baseline", type=Path, default=None,
-                        help="take the baseline runs from this earlier result (same baseline settings)")
+    parser.add_argument(
+        "--reuse-baseline",
+        type=Path,
+        default=None,
+        help="take the baseline runs from this earlier result (same baseline settings)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="the JSON result (default: results/convergence.json)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the curves (default: --out with .png)")
-    parser.add_argument("--report", type=Path, nargs="+", default=None,
-                        help="only summarize and plot earlier results again (several: merged, e.g. other seeds)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only summarize and plot earlier results again (several: merged, e.g. other seeds)",
+    )
     args = parser.parse_args(argv)
-    for name, minimum in (("steps", 1), ("eval_every", 1), ("batch", 1), ("blocks", 2), ("samples", 10),
-                          ("sample_steps", 1), ("jobs", 1), ("threads", 1)):
+    for name, minimum in (
+        ("steps", 1),
+        ("eval_every", 1),
+        ("batch", 1),
+        ("blocks", 2),
+        ("samples", 10),
+        ("sample_steps", 1),
+        ("jobs", 1),
+        ("threads", 1),
+    ):
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}.")
     if args.width < 32 or args.width % 32:
         parser.error(f"--width must be a multiple of 32 (heads of 32 channels), got {args.width}; e.g. 128.")
     if not 1 <= args.student < args.teacher <= args.blocks:
-        parser.error(f"Need 1 <= --student < --teacher <= --blocks, got {args.student}, {args.teacher}, "
-                     f"{args.blocks}.")
+        parser.error(f"Need 1 <= --student < --teacher <= --blocks, got {args.student}, {args.teacher}, {args.blocks}.")
     return args
 
 
@@ -195,11 +239,14 @@ def reused_baselines(args) -> list[dict]:
     if args.reuse_baseline is None:
         return []
     earlier = json.loads(args.reuse_baseline.read_text())
-    different = {k: (earlier["config"][k], getattr(args, k)) for k in BASELINE_KEYS
-                 if earlier["config"][k] != getattr(args, k)}
+    different = {
+        k: (earlier["config"][k], getattr(args, k)) for k in BASELINE_KEYS if earlier["config"][k] != getattr(args, k)
+    }
     if different:
-        raise SystemExit(f"--reuse-baseline {args.reuse_baseline} was run with other baseline settings "
-                         f"(earlier, now): {different}. Run the baseline again, without --reuse-baseline.")
+        raise SystemExit(
+            f"--reuse-baseline {args.reuse_baseline} was run with other baseline settings "
+            f"(earlier, now): {different}. Run the baseline again, without --reuse-baseline."
+        )
     return [r for r in earlier["runs"] if not r["layersync"] and r["seed"] in args.seeds]
 
 
@@ -212,8 +259,11 @@ def report_again(paths: list[Path], out: Path, plot_path: Optional[Path] = None)
     the same settings (other seeds) are merged into one."""
     results = [json.loads(path.read_text()) for path in paths]
     for path, other in zip(paths[1:], results[1:]):
-        different = {k for k in set(other["config"]) | set(results[0]["config"]) if k not in RUN_ONLY_KEYS
-                     and other["config"].get(k) != results[0]["config"].get(k)}
+        different = {
+            k
+            for k in set(other["config"]) | set(results[0]["config"])
+            if k not in RUN_ONLY_KEYS and other["config"].get(k) != results[0]["config"].get(k)
+        }
         if different:
             raise SystemExit(f"--report cannot merge {path} into {paths[0]}: they differ in {sorted(different)}.")
     result = results[0]
@@ -241,21 +291,33 @@ def main(argv=None) -> int:
         classifier_accuracy = (features(data[2]).argmax(1) == data[3]).float().mean().item()
         real_fd = frechet(features[:-1](data[0]).numpy(), features[:-1](data[2]).numpy())
     runs = reused_baselines(args)
-    jobs = [(seed, arm) for seed in args.seeds for arm in (False, True)
-            if not any(r["seed"] == seed and r["layersync"] == arm for r in runs)]
+    jobs = [
+        (seed, arm)
+        for seed in args.seeds
+        for arm in (False, True)
+        if not any(r["seed"] == seed and r["layersync"] == arm for r in runs)
+    ]
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs += list(pool.map(run, *zip(*[(args, seed, arm, features) for seed, arm in jobs])))
     summary = summarize(runs, args)
-    result = {"command": " ".join(["python", "benchmarks/convergence.py", *(argv if argv is not None else sys.argv[1:])]),
-              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "machine": info, "loadavg_end": load(), "minutes": (time.time() - started) / 60,
-              "classifier_heldout_accuracy": classifier_accuracy, "fd_real_heldout_vs_train": real_fd,
-              "summary": summary, "runs": runs}
+    result = {
+        "command": " ".join(["python", "benchmarks/convergence.py", *(argv if argv is not None else sys.argv[1:])]),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": info,
+        "loadavg_end": load(),
+        "minutes": (time.time() - started) / 60,
+        "classifier_heldout_accuracy": classifier_accuracy,
+        "fd_real_heldout_vs_train": real_fd,
+        "summary": summary,
+        "runs": runs,
+    }
     save(result, args.out)
     plot(summary, args.plot or args.out.with_suffix(".png"), args)
     print(table(summary))
-    print(f"classifier held-out accuracy {classifier_accuracy:.3f}; FD of 300 real held-out images {real_fd:.2f}; "
-          f"{result['minutes']:.1f} min; wrote {args.out}")
+    print(
+        f"classifier held-out accuracy {classifier_accuracy:.3f}; FD of 300 real held-out images {real_fd:.2f}; "
+        f"{result['minutes']:.1f} min; wrote {args.out}"
+    )
     return 0
 
 

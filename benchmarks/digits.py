@@ -22,8 +22,14 @@ def digits():
 
 
 def mlp() -> torch.nn.Sequential:
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(),
-                               torch.nn.Linear(256, 64), torch.nn.ReLU(), torch.nn.Linear(64, CLASSES))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, CLASSES),
+    )
 
 
 def classifier(train_x, train_y) -> torch.nn.Sequential:

@@ -30,7 +30,7 @@ def loss_alone(loss_fns: dict, shape, dtype, device, repeats: int = 30) -> dict:
     teacher, upstream = torch.randn(shape, dtype=dtype, device=device), torch.randn(shape, dtype=dtype, device=device)
 
     def once(loss_fn):
-        grad, = torch.autograd.grad(loss_fn(student, teacher, weight=WEIGHT), student)
+        (grad,) = torch.autograd.grad(loss_fn(student, teacher, weight=WEIGHT), student)
         upstream.add_(grad)
 
     samples = {name: [] for name in loss_fns}
@@ -42,8 +42,13 @@ def loss_alone(loss_fns: dict, shape, dtype, device, repeats: int = 30) -> dict:
             sync(device)
             if repeat >= 3:
                 samples[name].append(time.perf_counter() - start)
-    return {name: {"ms": statistics.median(samples[name]) * 1e3,
-                   "peak_bytes": peak_bytes(lambda: once(loss_fn), device)} for name, loss_fn in loss_fns.items()}
+    return {
+        name: {
+            "ms": statistics.median(samples[name]) * 1e3,
+            "peak_bytes": peak_bytes(lambda f=loss_fn: once(f), device),
+        }
+        for name, loss_fn in loss_fns.items()
+    }
 
 
 class _IdentityBlocks(nn.Module):

@@ -68,6 +68,7 @@ class AllOutputs:
     def _keeper(self, block):
         def keep(module, args, output):
             self.outputs[block.path] = output[block.stack.output] if isinstance(output, tuple) else output
+
         return keep
 
     def loss(self) -> torch.Tensor:
@@ -163,22 +164,37 @@ def run_case(name: str, args, device, hooks_us: float) -> dict:
         model(**inputs)
         student = next(iter(capture.pop().values())).hidden
     student_bytes = student.numel() * 4
-    alone = loss_alone({"layersync_hooks": layersync_loss, "straightforward": straightforward_loss},
-                       student.shape, student.dtype, device)
+    alone = loss_alone(
+        {"layersync_hooks": layersync_loss, "straightforward": straightforward_loss},
+        student.shape,
+        student.dtype,
+        device,
+    )
 
     base_wall = times["baseline"]["wall"]
     ratios = {v: _paired(times[v]["wall"], base_wall) for v in VARIANTS[1:]}
     cpu_ratios = {v: _paired(times[v]["cpu"], times["baseline"]["cpu"]) for v in VARIANTS[1:]}
     return {
-        "case": name, "model": type(model).__name__, "blocks": len(blocks), "batch": batch,
-        "dtype": str(args.dtype).replace("torch.", ""), "student_block": pair[0], "teacher_block": pair[1],
-        "student_shape": list(student.shape), "rounds": args.rounds, "warmup": args.warmup,
-        "loadavg_before": load_before, "loadavg_after": load_after,
+        "case": name,
+        "model": type(model).__name__,
+        "blocks": len(blocks),
+        "batch": batch,
+        "dtype": str(args.dtype).replace("torch.", ""),
+        "student_block": pair[0],
+        "teacher_block": pair[1],
+        "student_shape": list(student.shape),
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
         "median_step_s": {v: statistics.median(times[v]["wall"]) for v in VARIANTS},
         "median_cpu_s": {v: statistics.median(times[v]["cpu"]) for v in VARIANTS},
-        "step_time_ratio": ratios["layersync"][0], "step_time_ratio_iqr": ratios["layersync"][1],
-        "paused_ratio": ratios["paused"][0], "paused_ratio_iqr": ratios["paused"][1],
-        "capture_all_ratio": ratios["capture_all"][0], "capture_all_ratio_iqr": ratios["capture_all"][1],
+        "step_time_ratio": ratios["layersync"][0],
+        "step_time_ratio_iqr": ratios["layersync"][1],
+        "paused_ratio": ratios["paused"][0],
+        "paused_ratio_iqr": ratios["paused"][1],
+        "capture_all_ratio": ratios["capture_all"][0],
+        "capture_all_ratio_iqr": ratios["capture_all"][1],
         "cpu_time_ratio": {v: cpu_ratios[v][0] for v in cpu_ratios},
         "isolated_ratio": 1 + alone["layersync_hooks"]["ms"] / 1e3 / statistics.median(base_wall),
         "isolated_paused_ratio": 1 + hooks_us / 1e6 / statistics.median(base_wall),
@@ -203,8 +219,10 @@ def _paired(variant: list[float], baseline: list[float]) -> tuple[float, list[fl
 
 def table(results: list[dict]) -> str:
     """One row per case; peak-memory differences in float32 student activations."""
-    header = (f"{'case':<10}{'model':<32}{'batch':>5}{'base s':>9}{'LS ratio':>10}{'paused':>9}{'all blk':>9}"
-              f"{'isolated':>10}{'extra peak step':>17}{'fwd+bwd':>9}{'student act':>13}{'load':>7}")
+    header = (
+        f"{'case':<10}{'model':<32}{'batch':>5}{'base s':>9}{'LS ratio':>10}{'paused':>9}{'all blk':>9}"
+        f"{'isolated':>10}{'extra peak step':>17}{'fwd+bwd':>9}{'student act':>13}{'load':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         act = r["student_activation_bytes"]
@@ -212,7 +230,8 @@ def table(results: list[dict]) -> str:
             f"{r['case']:<10}{r['model']:<32}{r['batch']:>5}{r['median_step_s']['baseline']:>9.3f}"
             f"{r['step_time_ratio']:>10.4f}{r['paused_ratio']:>9.4f}{r['capture_all_ratio']:>9.4f}"
             f"{r['isolated_ratio']:>10.5f}{r['extra_peak_bytes'] / act:>13.2f} act"
-            f"{r['extra_forward_backward_peak_bytes'] / act:>9.2f}{act / 2**20:>9.2f} MiB{r['loadavg_after'][0]:>7.2f}")
+            f"{r['extra_forward_backward_peak_bytes'] / act:>9.2f}{act / 2**20:>9.2f} MiB{r['loadavg_after'][0]:>7.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -242,11 +261,25 @@ def main(argv=None) -> int:
         results.append(run_case(name, args, device, hooks_us))
         print(f"done {name}: ratio {results[-1]['step_time_ratio']:.4f}, load {load()}", file=sys.stderr)
     headline = next((r for r in results if r["case"] == HEADLINE), results[-1])
-    keys = ("step_time_ratio", "paused_ratio", "capture_all_ratio", "extra_peak_bytes", "student_activation_bytes",
-            "extra_forward_backward_peak_bytes", "isolated_ratio", "isolated_paused_ratio", "case")
-    result = {**{k: headline[k] for k in keys}, "hooks_alone_us": hooks_us, "machine": info, "loadavg_end": load(),
-              "command": " ".join(["python", "benchmarks/overhead.py", *(argv if argv is not None else sys.argv[1:])]),
-              "cases": results}
+    keys = (
+        "step_time_ratio",
+        "paused_ratio",
+        "capture_all_ratio",
+        "extra_peak_bytes",
+        "student_activation_bytes",
+        "extra_forward_backward_peak_bytes",
+        "isolated_ratio",
+        "isolated_paused_ratio",
+        "case",
+    )
+    result = {
+        **{k: headline[k] for k in keys},
+        "hooks_alone_us": hooks_us,
+        "machine": info,
+        "loadavg_end": load(),
+        "command": " ".join(["python", "benchmarks/overhead.py", *(argv if argv is not None else sys.argv[1:])]),
+        "cases": results,
+    }
     if args.save is not None:
         save(result, args.save)
     print(json.dumps(result, indent=1) if args.json else table(results))

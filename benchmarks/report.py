@@ -15,25 +15,42 @@ def _stats(values) -> dict:
 
 def _scalars(point: dict, args) -> dict:
     """The scalar metrics of one checkpoint; the probes of the student block and of the best block."""
-    return {**{k: point[k] for k in METRICS if k in point}, "probe_student": point["probe"][args.student - 1],
-            "probe_best": max(point["probe"])}
+    return {
+        **{k: point[k] for k in METRICS if k in point},
+        "probe_student": point["probe"][args.student - 1],
+        "probe_best": max(point["probe"]),
+    }
 
 
 def summarize(runs: list[dict], args) -> dict:
     """Per arm and checkpoint, mean and standard deviation over seeds of every metric; and `delta`, the
     LayerSync-minus-baseline difference of the same seed (both arms share data, noise and initial weights)."""
-    by_arm = {arm: sorted((r for r in runs if r["layersync"] == (arm == "layersync")), key=lambda r: r["seed"])
-              for arm in ("baseline", "layersync")}
+    by_arm = {
+        arm: sorted((r for r in runs if r["layersync"] == (arm == "layersync")), key=lambda r: r["seed"])
+        for arm in ("baseline", "layersync")
+    }
     summary = {arm: [] for arm in (*by_arm, "delta")}
     for i, point in enumerate(by_arm["baseline"][0]["checkpoints"]):
         at = {arm: [_scalars(r["checkpoints"][i], args) for r in arm_runs] for arm, arm_runs in by_arm.items()}
         for arm, points in at.items():
-            summary[arm].append({"step": point["step"], **{k: _stats([p[k] for p in points]) for k in METRICS},
-                                 "probe_by_block": [_stats([r["checkpoints"][i]["probe"][b] for r in by_arm[arm]])
-                                                    for b in range(args.blocks)]})
-        summary["delta"].append({"step": point["step"], **{k: _stats([ours[k] - base[k] for ours, base in
-                                                                      zip(at["layersync"], at["baseline"])])
-                                                           for k in METRICS}})
+            summary[arm].append(
+                {
+                    "step": point["step"],
+                    **{k: _stats([p[k] for p in points]) for k in METRICS},
+                    "probe_by_block": [
+                        _stats([r["checkpoints"][i]["probe"][b] for r in by_arm[arm]]) for b in range(args.blocks)
+                    ],
+                }
+            )
+        summary["delta"].append(
+            {
+                "step": point["step"],
+                **{
+                    k: _stats([ours[k] - base[k] for ours, base in zip(at["layersync"], at["baseline"])])
+                    for k in METRICS
+                },
+            }
+        )
     return summary
 
 
@@ -53,8 +70,12 @@ def plot(summary: dict, path: Path, args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("heldout_loss", "held-out flow-matching loss"), ("probe_student", f"linear probe, block {args.student}"),
-              ("probe_best", "linear probe, best block"), ("fd", "Frechet distance (classifier features)"))
+    panels = (
+        ("heldout_loss", "held-out flow-matching loss"),
+        ("probe_student", f"linear probe, block {args.student}"),
+        ("probe_best", "linear probe, best block"),
+        ("fd", "Frechet distance (classifier features)"),
+    )
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for axis, (key, title) in zip(axes, panels):
         for arm, color in (("baseline", "tab:gray"), ("layersync", "tab:blue")):
@@ -67,8 +88,11 @@ def plot(summary: dict, path: Path, args) -> None:
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
     axes[0].legend()
-    figure.suptitle(f"DiT {args.blocks} blocks x {args.width} on 8x8 digits; LayerSync {args.student} <- "
-                    f"{args.teacher}, weight {args.weight}; mean ± std over {len(args.seeds)} seeds", fontsize=10)
+    figure.suptitle(
+        f"DiT {args.blocks} blocks x {args.width} on 8x8 digits; LayerSync {args.student} <- "
+        f"{args.teacher}, weight {args.weight}; mean ± std over {len(args.seeds)} seeds",
+        fontsize=10,
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -13,7 +13,8 @@ pipeline you fine-tune:
     pipe = SanaPipeline.from_pretrained(model_id, torch_dtype=torch.bfloat16)
     latents = pipe.vae.encode(images).latent * pipe.vae.config.scaling_factor
     prompt_embeds, prompt_attention_mask, _, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False)
-    safetensors.torch.save_file({"latents": ..., "prompt_embeds": ..., "prompt_attention_mask": ...}, "cache.safetensors")
+    cache = {"latents": ..., "prompt_embeds": ..., "prompt_attention_mask": ...}
+    safetensors.torch.save_file(cache, "cache.safetensors")
 
 Example:
     accelerate launch examples/train_sana_lora_layersync.py \
@@ -52,8 +53,12 @@ logger = get_logger(__name__)
 
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description="LoRA fine-tuning of Sana with flow matching and LayerSync.")
-    parser.add_argument("--pretrained_model_name_or_path", type=str, required=True,
-                        help="Hub id or local folder with `transformer/` and `scheduler/` subfolders.")
+    parser.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        required=True,
+        help="Hub id or local folder with `transformer/` and `scheduler/` subfolders.",
+    )
     parser.add_argument("--revision", type=str, default=None)
     parser.add_argument("--variant", type=str, default=None)
     parser.add_argument("--train_data_file", type=str, required=True, help="Cached latents and prompt embeddings.")
@@ -68,8 +73,9 @@ def parse_args(input_args=None):
     parser.add_argument("--lr_warmup_steps", type=int, default=0)
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank.")
     parser.add_argument("--lora_layers", type=str, default="to_k,to_q,to_v", help="Comma-separated target modules.")
-    parser.add_argument("--weighting_scheme", type=str, default="none",
-                        choices=["sigma_sqrt", "logit_normal", "mode", "cosmap", "none"])
+    parser.add_argument(
+        "--weighting_scheme", type=str, default="none", choices=["sigma_sqrt", "logit_normal", "mode", "cosmap", "none"]
+    )
     parser.add_argument("--logit_mean", type=float, default=0.0)
     parser.add_argument("--logit_std", type=float, default=1.0)
     parser.add_argument("--mode_scale", type=float, default=1.29)
@@ -87,26 +93,33 @@ def main(args):
     logging_dir = Path(args.output_dir, args.logging_dir)
     project_config = ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(logging_dir))
     report_to = None if args.report_to == "none" else args.report_to
-    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              mixed_precision=args.mixed_precision, log_with=report_to, project_config=project_config)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=project_config,
+    )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     if args.seed is not None:
         set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
 
-    noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(args.pretrained_model_name_or_path,
-                                                                      subfolder="scheduler", revision=args.revision)
-    transformer = SanaTransformer2DModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="transformer",
-                                                         revision=args.revision, variant=args.variant)
+    noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(
+        args.pretrained_model_name_or_path, subfolder="scheduler", revision=args.revision
+    )
+    transformer = SanaTransformer2DModel.from_pretrained(
+        args.pretrained_model_name_or_path, subfolder="transformer", revision=args.revision, variant=args.variant
+    )
     transformer.requires_grad_(False)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     transformer.to(accelerator.device, dtype=weight_dtype)
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     target_modules = [layer.strip() for layer in args.lora_layers.split(",")]
-    transformer.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
-                                       target_modules=target_modules))
+    transformer.add_adapter(
+        LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian", target_modules=target_modules)
+    )
     # LayerSync: after enable_gradient_checkpointing() and add_adapter(), before accelerator.prepare.
     layersync = LayerSync.from_config(transformer, args)
     if accelerator.mixed_precision in ("fp16", "bf16"):
@@ -117,11 +130,15 @@ def main(args):
     cache = load_file(args.train_data_file)
     dataset = TensorDataset(cache["latents"], cache["prompt_embeds"], cache["prompt_attention_mask"])
     train_dataloader = DataLoader(dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True)
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
-                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
     transformer, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        transformer, optimizer, train_dataloader, lr_scheduler)
+        transformer, optimizer, train_dataloader, lr_scheduler
+    )
     accelerator.register_for_checkpointing(layersync)  # LayerSync: its step count goes with save_state
     if accelerator.is_main_process:
         # trackers take scalars only (TensorBoard's hparams refuse lists such as --layersync_pairs)
@@ -131,8 +148,10 @@ def main(args):
     updates_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     num_train_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    logger.info(f"***** Running training: {len(dataset)} examples, total batch size {total_batch_size}, "
-                f"{args.max_train_steps} steps; {layersync!r} *****")
+    logger.info(
+        f"***** Running training: {len(dataset)} examples, total batch size {total_batch_size}, "
+        f"{args.max_train_steps} steps; {layersync!r} *****"
+    )
     global_step = first_epoch = 0
     if args.resume_from_checkpoint:
         path = args.resume_from_checkpoint
@@ -146,9 +165,10 @@ def main(args):
             global_step = int(Path(path).name.split("-")[1])
             first_epoch = global_step // updates_per_epoch
 
-    progress_bar = tqdm(range(args.max_train_steps), initial=global_step, desc="Steps",
-                        disable=not accelerator.is_local_main_process)
-    for epoch in range(first_epoch, num_train_epochs):
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    for _epoch in range(first_epoch, num_train_epochs):
         transformer.train()
         for latents, prompt_embeds, prompt_attention_mask in train_dataloader:
             with accelerator.accumulate(transformer):
@@ -156,17 +176,25 @@ def main(args):
                 prompt_embeds = prompt_embeds.to(dtype=weight_dtype)
                 noise = torch.randn_like(latents)
                 u = compute_density_for_timestep_sampling(
-                    weighting_scheme=args.weighting_scheme, batch_size=latents.shape[0], logit_mean=args.logit_mean,
-                    logit_std=args.logit_std, mode_scale=args.mode_scale)
+                    weighting_scheme=args.weighting_scheme,
+                    batch_size=latents.shape[0],
+                    logit_mean=args.logit_mean,
+                    logit_std=args.logit_std,
+                    mode_scale=args.mode_scale,
+                )
                 indices = (u * noise_scheduler.config.num_train_timesteps).long()
                 timesteps = noise_scheduler.timesteps[indices].to(device=latents.device)
                 # indexed by the sampled positions (on the host already), not searched per timestep with .item()
                 sigmas = noise_scheduler.sigmas[indices].to(latents.device, latents.dtype).view(-1, 1, 1, 1)
                 noisy_model_input = (1.0 - sigmas) * latents + sigmas * noise
                 with accelerator.autocast():
-                    model_pred = transformer(hidden_states=noisy_model_input, encoder_hidden_states=prompt_embeds,
-                                             encoder_attention_mask=prompt_attention_mask, timestep=timesteps,
-                                             return_dict=False)[0]
+                    model_pred = transformer(
+                        hidden_states=noisy_model_input,
+                        encoder_hidden_states=prompt_embeds,
+                        encoder_attention_mask=prompt_attention_mask,
+                        timestep=timesteps,
+                        return_dict=False,
+                    )[0]
                 weighting = compute_loss_weighting_for_sd3(weighting_scheme=args.weighting_scheme, sigmas=sigmas)
                 target = noise - latents
                 loss = (weighting.float() * (model_pred.float() - target.float()) ** 2).mean()

@@ -130,32 +130,55 @@ class LayerSyncConfig:
         ```
     """
 
-    enabled: bool = _option(True, "layersync_enabled", help="Add the LayerSync loss.",
-                            flag={"action": "store_true"})
+    enabled: bool = _option(True, "layersync_enabled", help="Add the LayerSync loss.", flag={"action": "store_true"})
     student_block: InitVar[Optional[BlockRef]] = _option(
-        None, "layersync_student_block", "encoder_depth", "encoder-depth",
+        None,
+        "layersync_student_block",
+        "encoder_depth",
+        "encoder-depth",
         help="Student block: 1-based depth (8 = output of the 8th block) or a block path.",
-        flag={"type": _flag_type(lambda text: parse_block(text, name="layersync_student_block"))})
+        flag={"type": _flag_type(lambda text: parse_block(text, name="layersync_student_block"))},
+    )
     teacher_block: InitVar[Optional[BlockRef]] = _option(
-        None, "layersync_teacher_block", "gt_encoder_depth", "gt-encoder-depth",
+        None,
+        "layersync_teacher_block",
+        "gt_encoder_depth",
+        "gt-encoder-depth",
         help="Teacher block, deeper than the student (default: about twice the student).",
-        flag={"type": _flag_type(lambda text: parse_block(text, name="layersync_teacher_block"))})
-    weight: float = _option(0.2, "layersync_lambda", "reg_weight", "reg-weight",
-                            help="Weight of the loss (default 0.2).", flag={"type": _flag_type(_number)})
+        flag={"type": _flag_type(lambda text: parse_block(text, name="layersync_teacher_block"))},
+    )
+    weight: float = _option(
+        0.2,
+        "layersync_lambda",
+        "reg_weight",
+        "reg-weight",
+        help="Weight of the loss (default 0.2).",
+        flag={"type": _flag_type(_number)},
+    )
     pairs: tuple[Pair, ...] = _option(
-        (), "layersync_pairs", help="Several pairs, e.g. `4:12 8:16` (instead of the student/teacher flags).",
-        flag={"type": _flag_type(parse_pair), "nargs": "+", "metavar": "STUDENT:TEACHER"})
-    warmup_steps: int = _option(0, "layersync_warmup_steps",
-                                help="Ramp the weight linearly over this many optimizer steps (default 0: constant).",
-                                flag={"type": _flag_type(_integer)})
-    stop_step: Optional[int] = _option(None, "layersync_stop_step",
-                                       help="Remove the hooks after this many optimizer steps (default: never).",
-                                       flag={"type": _flag_type(_integer)})
+        (),
+        "layersync_pairs",
+        help="Several pairs, e.g. `4:12 8:16` (instead of the student/teacher flags).",
+        flag={"type": _flag_type(parse_pair), "nargs": "+", "metavar": "STUDENT:TEACHER"},
+    )
+    warmup_steps: int = _option(
+        0,
+        "layersync_warmup_steps",
+        help="Ramp the weight linearly over this many optimizer steps (default 0: constant).",
+        flag={"type": _flag_type(_integer)},
+    )
+    stop_step: Optional[int] = _option(
+        None,
+        "layersync_stop_step",
+        help="Remove the hooks after this many optimizer steps (default: never).",
+        flag={"type": _flag_type(_integer)},
+    )
 
     def __post_init__(self, student_block: Optional[BlockRef], teacher_block: Optional[BlockRef]):
         if not isinstance(self.enabled, bool):
-            raise LayerSyncConfigError(f"`enabled` ({_spellings('enabled')}) must be true or false, "
-                                       f"got {self.enabled!r}.")
+            raise LayerSyncConfigError(
+                f"`enabled` ({_spellings('enabled')}) must be true or false, got {self.enabled!r}."
+            )
         object.__setattr__(self, "pairs", _merge_pairs(self.pairs, student_block, teacher_block))
         if self.enabled or self.weight != 0:  # a config that is off may keep weight 0 ("lambda 0")
             check_weight(self.weight, f"`weight` ({_spellings('weight')})")
@@ -195,8 +218,9 @@ class LayerSyncConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise LayerSyncConfigError(f"{os.fspath(path)!r} is not valid JSON: {error.msg} at line {error.lineno}, "
-                                       f"column {error.colno}.") from None
+            raise LayerSyncConfigError(
+                f"{os.fspath(path)!r} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
+            ) from None
         if not isinstance(data, dict):
             raise LayerSyncConfigError(f"{os.fspath(path)!r} must hold a JSON object, got {type(data).__name__}.")
         return cls.from_dict(data)
@@ -207,8 +231,9 @@ class LayerSyncConfig:
         group = parser.add_argument_group("LayerSync (arXiv 2510.12581)")
         for option in OPTIONS:
             # default None: a flag that was not given is left out, whatever value it could take
-            group.add_argument(f"--{option.metadata['key']}", default=None, help=option.metadata["help"],
-                               **option.metadata["flag"])
+            group.add_argument(
+                f"--{option.metadata['key']}", default=None, help=option.metadata["help"], **option.metadata["flag"]
+            )
         return parser
 
     @classmethod
@@ -224,15 +249,20 @@ class LayerSyncConfig:
 
     @classmethod
     def from_flags(cls, argv: Sequence[str]) -> LayerSyncConfig:
-        """Build from a list of `--layersync_*` flags, e.g. `["--layersync_enabled", "--layersync_student_block", "8"]`."""
+        """Build from a list of `--layersync_*` flags, e.g. `["--layersync_enabled", "--layersync_student_block", "8"]`.
+
+        Bad flags and values raise `LayerSyncConfigError` (never argparse's exit), naming the flag.
+        """
         parser = cls.add_arguments(argparse.ArgumentParser(prog="layersync", add_help=False, exit_on_error=False))
         try:
             args, unknown = parser.parse_known_args(list(argv))
         except argparse.ArgumentError as error:
             raise LayerSyncConfigError(f"{error}.") from None
         if unknown:
-            raise LayerSyncConfigError(f"Unknown LayerSync flags {unknown}. Valid flags: "
-                                       f"{', '.join('--' + option.metadata['key'] for option in OPTIONS)}.")
+            raise LayerSyncConfigError(
+                f"Unknown LayerSync flags {unknown}. Valid flags: "
+                f"{', '.join('--' + option.metadata['key'] for option in OPTIONS)}."
+            )
         return cls.from_args(args)
 
     @classmethod
@@ -283,8 +313,9 @@ del LayerSyncConfig.student_block, LayerSyncConfig.teacher_block
 
 def _spellings(name: str) -> str:
     """'`layersync_lambda`, `reg_weight`, `reg-weight`' for a field."""
-    return ", ".join(f"`{spelling}`" for spelling, field_name in KEY_ALIASES.items()
-                     if field_name == name and spelling != name)
+    return ", ".join(
+        f"`{spelling}`" for spelling, field_name in KEY_ALIASES.items() if field_name == name and spelling != name
+    )
 
 
 def _enabled_by_default(keys: list[str]) -> bool:
@@ -296,7 +327,7 @@ def _enabled_by_default(keys: list[str]) -> bool:
         return True
     warnings.warn(
         f"LayerSync is off because the config sets {sorted(keys)} but not `layersync_enabled` (SimpleTuner's "
-        "default). Add `\"layersync_enabled\": true` (or `--layersync_enabled`) to turn it on.",
+        'default). Add `"layersync_enabled": true` (or `--layersync_enabled`) to turn it on.',
         stacklevel=3,
     )
     return False

@@ -57,18 +57,38 @@ class LayerSync:
 
     add_arguments = staticmethod(LayerSyncConfig.add_arguments)
 
-    def __init__(self, model: nn.Module, *, student_block: Optional[BlockRef] = None,
-                 teacher_block: Optional[BlockRef] = None, pairs: Optional[Sequence[Pair]] = None,
-                 weight: float = 0.2, warmup_steps: int = 0, stop_step: Optional[int] = None,
-                 enabled: bool = True, layout: Optional[BlockLayout] = None):
-        config = LayerSyncConfig(enabled=enabled, student_block=student_block, teacher_block=teacher_block,
-                                 weight=weight, pairs=pairs, warmup_steps=warmup_steps, stop_step=stop_step)
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        student_block: Optional[BlockRef] = None,
+        teacher_block: Optional[BlockRef] = None,
+        pairs: Optional[Sequence[Pair]] = None,
+        weight: float = 0.2,
+        warmup_steps: int = 0,
+        stop_step: Optional[int] = None,
+        enabled: bool = True,
+        layout: Optional[BlockLayout] = None,
+    ):
+        config = LayerSyncConfig(
+            enabled=enabled,
+            student_block=student_block,
+            teacher_block=teacher_block,
+            weight=weight,
+            pairs=pairs,
+            warmup_steps=warmup_steps,
+            stop_step=stop_step,
+        )
         self._attach(model, config, layout)
 
     @classmethod
-    def from_config(cls, model: nn.Module,
-                    config: Union[LayerSyncConfig, Mapping[str, Any], str, os.PathLike, Any], *,
-                    layout: Optional[BlockLayout] = None) -> LayerSync:
+    def from_config(
+        cls,
+        model: nn.Module,
+        config: Union[LayerSyncConfig, Mapping[str, Any], str, os.PathLike, Any],
+        *,
+        layout: Optional[BlockLayout] = None,
+    ) -> LayerSync:
         """Build from a `LayerSyncConfig`, a dict of seed/paper keys, a JSON path or argparse results."""
         layersync = cls.__new__(cls)
         layersync._attach(model, LayerSyncConfig.load(config), layout)
@@ -77,8 +97,11 @@ class LayerSync:
     def _attach(self, model: nn.Module, config: LayerSyncConfig, layout: Optional[BlockLayout]) -> None:
         self.config = config
         # A disabled LayerSync has weight 0 at every step.
-        self.schedule = WeightSchedule(config.weight, config.warmup_steps, config.stop_step) if config.enabled \
+        self.schedule = (
+            WeightSchedule(config.weight, config.warmup_steps, config.stop_step)
+            if config.enabled
             else WeightSchedule(0.0)
+        )
         self.model = unwrap(model)
         # The wrapper, if any (weakly: LayerSync must not keep a DDP or compiled wrapper alive): re-attaching
         # checks it for a whole-model compile.
@@ -93,15 +116,22 @@ class LayerSync:
             return
         self._layout = layout_for(self.model, layout)
         blocks = list_blocks(self.model, self._layout)
-        self.pairs = tuple(_resolve_pair(student, teacher, blocks, type(self.model).__name__)
-                           for student, teacher in config.pairs)
+        self.pairs = tuple(
+            _resolve_pair(student, teacher, blocks, type(self.model).__name__) for student, teacher in config.pairs
+        )
         if len({(s.path, t.path) for s, t in self.pairs}) != len(self.pairs):
             raise LayerSyncConfigError(f"`pairs={list(config.pairs)}` name the same blocks twice; keep each once.")
         self._sync_hooks()
         for student, teacher in self.pairs:
-            logger.info("LayerSync on %s: student %s (depth %d) <- teacher %s (depth %d), weight %g",
-                        type(self.model).__name__, student.path, student.depth, teacher.path, teacher.depth,
-                        config.weight)
+            logger.info(
+                "LayerSync on %s: student %s (depth %d) <- teacher %s (depth %d), weight %g",
+                type(self.model).__name__,
+                student.path,
+                student.depth,
+                teacher.path,
+                teacher.depth,
+                config.weight,
+            )
 
     # -- state ---------------------------------------------------------------------------------------------
     @property
@@ -162,8 +192,10 @@ class LayerSync:
             return torch.zeros((), device=self._device())
         activations = self._capture.pop(caller="LayerSync.loss()")
         masks = [_both(activations[s.path].mask, activations[t.path].mask) for s, t in self.pairs]
-        similarities = [token_similarity(activations[s.path].hidden, activations[t.path].hidden, mask=mask)
-                        for (s, t), mask in zip(self.pairs, masks)]
+        similarities = [
+            token_similarity(activations[s.path].hidden, activations[t.path].hidden, mask=mask)
+            for (s, t), mask in zip(self.pairs, masks)
+        ]
         similarity = similarities[0] if len(similarities) == 1 else torch.stack(similarities).mean()
         weight = self.weight
         term = -weight * similarity
@@ -224,12 +256,15 @@ class LayerSync:
         """Token rules read the model's inputs; inputs unlike the pipeline's can select no target token."""
         if share == 0:
             return
-        rules = "; ".join(sorted({f"{b.stack.path}: {b.stack.rule}" for pair in self.pairs for b in pair
-                                  if b.stack.rule is not None}))
-        message = (f"LayerSync's token rules ({rules}) selected no target token in {share:.0%} of the samples since "
-                   f"the last metrics(), so those samples got no LayerSync gradient. The rules read the model's "
-                   "inputs: pass them as the family's diffusers pipeline builds them (e.g. Flux `img_ids[..., 0]` "
-                   "is 0 on the target image), or give `layout=` a rule that fits your inputs.")
+        rules = "; ".join(
+            sorted({f"{b.stack.path}: {b.stack.rule}" for pair in self.pairs for b in pair if b.stack.rule is not None})
+        )
+        message = (
+            f"LayerSync's token rules ({rules}) selected no target token in {share:.0%} of the samples since "
+            f"the last metrics(), so those samples got no LayerSync gradient. The rules read the model's "
+            "inputs: pass them as the family's diffusers pipeline builds them (e.g. Flux `img_ids[..., 0]` "
+            "is 0 on the target image), or give `layout=` a rule that fits your inputs."
+        )
         if share >= 1:  # nothing was aligned at all: LayerSync is a silent no-op
             raise LayerSyncError(message)
         warnings.warn(message, stacklevel=3)
@@ -254,8 +289,10 @@ class LayerSync:
         """Restore the state saved by `state_dict` (accelerate's `load_state`). Past `stop_step`, the hooks go."""
         saved = state.get("pairs", [[state.get("student"), state.get("teacher")]])  # also the 0.1.0 form
         if [list(pair) for pair in saved] != self.state_dict()["pairs"]:
-            warnings.warn(f"Restoring LayerSync state saved for blocks {saved} into one on "
-                          f"{self.state_dict()['pairs']}.", stacklevel=2)
+            warnings.warn(
+                f"Restoring LayerSync state saved for blocks {saved} into one on {self.state_dict()['pairs']}.",
+                stacklevel=2,
+            )
         self._step = int(state["step"])
         self._sync_hooks()
 
@@ -269,13 +306,15 @@ class LayerSync:
         name = type(self.model).__name__
         if not self.pairs:
             return f"LayerSync({name}, {self.state})"
-        pairs = ", ".join(f"student={s.path} (depth {s.depth}) <- teacher={t.path} (depth {t.depth})"
-                          for s, t in self.pairs)
+        pairs = ", ".join(
+            f"student={s.path} (depth {s.depth}) <- teacher={t.path} (depth {t.depth})" for s, t in self.pairs
+        )
         return f"LayerSync({name}, {pairs}, weight={self.config.weight}, {self.state})"
 
 
-def _resolve_pair(student_ref: BlockRef, teacher_ref: Optional[BlockRef], blocks: Sequence[Block],
-                  model_name: str) -> tuple[Block, Block]:
+def _resolve_pair(
+    student_ref: BlockRef, teacher_ref: Optional[BlockRef], blocks: Sequence[Block], model_name: str
+) -> tuple[Block, Block]:
     """Resolve a student and a deeper teacher; an omitted teacher is chosen by the paper heuristic and logged."""
     student = resolve(student_ref, blocks, name="student_block", model_name=model_name)
     if teacher_ref is not None:
@@ -289,9 +328,14 @@ def _resolve_pair(student_ref: BlockRef, teacher_ref: Optional[BlockRef], blocks
                 f"than the student and outside the last 20% of blocks. Pass `teacher_block` explicitly."
             )
         teacher = blocks[depth - 1]
-        logger.info("LayerSync teacher_block not given: chose depth %d (%s), about twice the student "
-                    "depth %d and outside the last 20%% of %d blocks.", depth, teacher.path, student.depth,
-                    len(blocks))
+        logger.info(
+            "LayerSync teacher_block not given: chose depth %d (%s), about twice the student "
+            "depth %d and outside the last 20%% of %d blocks.",
+            depth,
+            teacher.path,
+            student.depth,
+            len(blocks),
+        )
     if teacher.depth <= student.depth:
         raise LayerSyncConfigError(
             f"`teacher_block` must be deeper than `student_block`, got student_block={student_ref!r} "

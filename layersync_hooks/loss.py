@@ -46,7 +46,7 @@ def _row_chunks(*tensors: torch.Tensor) -> Iterator[tuple[int, ...]]:
     first = 0
     for group in groups:
         for start in range(0, group[0].shape[0], rows):
-            chunk = tuple(x[start:start + rows] for x in group)
+            chunk = tuple(x[start : start + rows] for x in group)
             yield (first, *chunk)
             first += chunk[0].shape[0]
 
@@ -66,7 +66,7 @@ class _TokenCosine(torch.autograd.Function):
             s_norm, t_norm = _norms(student), _norms(teacher)
             dot = torch.empty_like(s_norm)
             for first, s, t in _row_chunks(student, teacher):
-                torch.sum(s.float() * t.float(), dim=-1, out=dot[first:first + len(s)])
+                torch.sum(s.float() * t.float(), dim=-1, out=dot[first : first + len(s)])
             raw = dot.div_(s_norm * t_norm)
         # references to the activations (the model holds them anyway) and three floats per token
         ctx.save_for_backward(student, teacher, raw, s_norm, t_norm)
@@ -94,8 +94,9 @@ class _TokenCosine(torch.autograd.Function):
         return grad, None
 
 
-def token_similarity(student: torch.Tensor, teacher: torch.Tensor, *,
-                     mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def token_similarity(
+    student: torch.Tensor, teacher: torch.Tensor, *, mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     r"""
     Mean per-token cosine similarity of student and (detached) teacher tokens, as a float32 0-dim tensor.
 
@@ -123,8 +124,9 @@ def token_similarity(student: torch.Tensor, teacher: torch.Tensor, *,
     return (cosine * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def layersync_loss(student: torch.Tensor, teacher: torch.Tensor, *, weight: float = 1.0,
-                   mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def layersync_loss(
+    student: torch.Tensor, teacher: torch.Tensor, *, weight: float = 1.0, mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     r"""
     The weighted LayerSync term `-weight * token_similarity(student, teacher)`, to add to the task loss.
 

@@ -60,10 +60,15 @@ def test_register_for_checkpointing_round_trip(tmp_path):
     layersync.load_state_dict({**layersync.state_dict(), "step": 0})
     accelerator.load_state(str(tmp_path))
     assert layersync.step == 3
-    assert layersync.state_dict() == {"step": 3, "pairs": [["transformer_blocks.0", "transformer_blocks.2"]],
-                                      "weight": 0.2}
+    assert layersync.state_dict() == {
+        "step": 3,
+        "pairs": [["transformer_blocks.0", "transformer_blocks.2"]],
+        "weight": 0.2,
+    }
     with pytest.warns(UserWarning, match="saved for blocks"):
-        layersync.load_state_dict({**layersync.state_dict(), "pairs": [["transformer_blocks.0", "transformer_blocks.3"]]})
+        layersync.load_state_dict(
+            {**layersync.state_dict(), "pairs": [["transformer_blocks.0", "transformer_blocks.3"]]}
+        )
 
 
 def test_disabled_registers_nothing():
@@ -87,9 +92,24 @@ def test_metrics_are_averaged_over_two_processes(tmp_path):
     """Under `accelerate launch` with 2 CPU processes, metrics() returns the mean over ranks on every rank."""
     script = Path(__file__).parent / "scripts" / "ddp_metrics.py"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), str(script), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(script),
+        str(tmp_path),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     rows = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]

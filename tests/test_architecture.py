@@ -8,8 +8,17 @@ import layersync_hooks
 
 PACKAGE = Path(layersync_hooks.__file__).parent
 PUBLIC = {
-    "Activation", "BlockCapture", "BlockLayout", "LayerSync", "LayerSyncConfig", "LayerSyncError", "Stack",
-    "layersync_loss", "recommend_pair", "register_layout", "token_similarity",
+    "Activation",
+    "BlockCapture",
+    "BlockLayout",
+    "LayerSync",
+    "LayerSyncConfig",
+    "LayerSyncError",
+    "Stack",
+    "layersync_loss",
+    "recommend_pair",
+    "register_layout",
+    "token_similarity",
 }
 
 
@@ -36,11 +45,15 @@ def imports(name: str, path: Path) -> list[tuple[str, bool]]:
             elif isinstance(child, ast.ImportFrom):
                 base = child.module or ""
                 if child.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - child.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - child.level + 1] + ([base] if base else [])
+                    )
                 if base in known:
                     found.append((base, inside))
                 # `from . import x`, `from .capture import engine`: a submodule imported by name
-                found.extend((f"{base}.{alias.name}", inside) for alias in child.names if f"{base}.{alias.name}" in known)
+                found.extend(
+                    (f"{base}.{alias.name}", inside) for alias in child.names if f"{base}.{alias.name}" in known
+                )
             visit(child, inside)
 
     visit(ast.parse(path.read_text()), False)
@@ -49,15 +62,17 @@ def imports(name: str, path: Path) -> list[tuple[str, bool]]:
 
 def test_no_import_cycle_inside_the_package():
     """The module-level imports between the package's modules form no cycle."""
-    graph = {name: {target for target, inside in imports(name, path) if not inside and target != name}
-             for name, path in modules().items()}
+    graph = {
+        name: {target for target, inside in imports(name, path) if not inside and target != name}
+        for name, path in modules().items()
+    }
     state: dict[str, str] = {}
 
     def visit(name, trail):
         state[name] = "open"
         for target in sorted(graph[name]):
             if state.get(target) == "open":
-                raise AssertionError(f"import cycle: {' -> '.join(trail[trail.index(target):] + [target])}")
+                raise AssertionError(f"import cycle: {' -> '.join(trail[trail.index(target) :] + [target])}")
             if target not in state:
                 visit(target, trail + [target])
         state[name] = "done"
@@ -69,8 +84,12 @@ def test_no_import_cycle_inside_the_package():
 
 def test_no_function_level_import_of_the_package():
     """No module imports one of the package's modules inside a function (the way a cycle is dodged)."""
-    hidden = [f"{name} imports {target}" for name, path in modules().items()
-              for target, inside in imports(name, path) if inside]
+    hidden = [
+        f"{name} imports {target}"
+        for name, path in modules().items()
+        for target, inside in imports(name, path)
+        if inside
+    ]
     assert not hidden, hidden
 
 

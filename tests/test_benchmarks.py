@@ -35,7 +35,6 @@ def test_overhead_json_reports_the_headline(capsys):
     assert {"cpu", "cores", "torch", "loadavg"} <= set(result["machine"])
 
 
-
 @pytest.mark.parametrize("case", ["dit-tiny", "flux", "sd3", "pixart", "wan"])
 def test_overhead_cases_align_target_tokens(case):
     """Each case's inputs are what its pipeline passes, so LayerSync selects tokens (Flux reads them from img_ids)."""
@@ -48,12 +47,33 @@ def test_overhead_cases_align_target_tokens(case):
     layersync.loss()
     assert 0 < abs(layersync.metrics()["layersync_similarity"]) <= 1  # raises if no token was selected
 
+
 @pytest.mark.slow
 def test_convergence_run_reports_every_metric(tmp_path):
     """One tiny baseline and LayerSync run each give the flow loss, per-block probes, FD and class coverage."""
     convergence = script("convergence")
-    args = convergence.parse(["--steps", "2", "--eval-every", "2", "--blocks", "2", "--width", "32", "--student", "1",
-                              "--teacher", "2", "--seeds", "0", "--samples", "40", "--sample-steps", "2"])
+    args = convergence.parse(
+        [
+            "--steps",
+            "2",
+            "--eval-every",
+            "2",
+            "--blocks",
+            "2",
+            "--width",
+            "32",
+            "--student",
+            "1",
+            "--teacher",
+            "2",
+            "--seeds",
+            "0",
+            "--samples",
+            "40",
+            "--sample-steps",
+            "2",
+        ]
+    )
     features = script("digits").mlp().eval()  # untrained: this checks the plumbing, not the numbers
     runs = [convergence.run(args, 0, arm, features) for arm in (False, True)]
     point = runs[1]["checkpoints"][-1]
@@ -66,8 +86,9 @@ def test_convergence_run_reports_every_metric(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("argv", [["--width", "48"], ["--eval-every", "0"], ["--samples", "5"],
-                                  ["--student", "5", "--teacher", "2"]])
+@pytest.mark.parametrize(
+    "argv", [["--width", "48"], ["--eval-every", "0"], ["--samples", "5"], ["--student", "5", "--teacher", "2"]]
+)
 def test_convergence_refuses_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit):
         script("convergence").parse(argv)

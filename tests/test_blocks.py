@@ -15,11 +15,19 @@ from layersync_hooks.errors import BlockIndexError, LayerSyncConfigError, Unknow
 from layersync_hooks.layouts import unregister_layout
 
 
-@pytest.mark.parametrize("ref,path", [
-    (1, "transformer_blocks.0"), (0, "transformer_blocks.0"), (2, "transformer_blocks.1"),
-    (3, "single_transformer_blocks.0"), (5, "single_transformer_blocks.2"), (-1, "single_transformer_blocks.2"),
-    (-5, "transformer_blocks.0"), ("single_transformer_blocks.1", "single_transformer_blocks.1"),
-])
+@pytest.mark.parametrize(
+    "ref,path",
+    [
+        (1, "transformer_blocks.0"),
+        (0, "transformer_blocks.0"),
+        (2, "transformer_blocks.1"),
+        (3, "single_transformer_blocks.0"),
+        (5, "single_transformer_blocks.2"),
+        (-1, "single_transformer_blocks.2"),
+        (-5, "transformer_blocks.0"),
+        ("single_transformer_blocks.1", "single_transformer_blocks.1"),
+    ],
+)
 def test_depths_count_over_stacks_in_forward_order(ref, path):
     """Flux depths run over the double then the single stack, 1-based; 0 is the first; negative from the end."""
     model, _ = build("Flux")  # 2 double + 3 single blocks
@@ -31,17 +39,24 @@ def test_depths_count_over_stacks_in_forward_order(ref, path):
 def test_depth_out_of_range(teacher):
     """A depth past either end names the model, its stacks and the valid range."""
     model, _ = build("Flux")
-    with pytest.raises(BlockIndexError, match=(
+    with pytest.raises(
+        BlockIndexError,
+        match=(
             rf"LayerSync could not find layer: `teacher_block={teacher}` is out of range for FluxTransformer2DModel, "
-            r"which has 5 blocks \(transformer_blocks: 2, single_transformer_blocks: 3\)\. Use a depth in 1\.\.5")):
+            r"which has 5 blocks \(transformer_blocks: 2, single_transformer_blocks: 3\)\. Use a depth in 1\.\.5"
+        ),
+    ):
         LayerSync(model, student_block=1, teacher_block=teacher)
 
 
 def test_unknown_path():
     """A path that is not a block lists the stacks and example paths."""
     model, _ = build("Flux")
-    with pytest.raises(BlockIndexError, match=r"LayerSync could not find layer: `student_block='blocks.3'`.*"
-                                              r"'transformer_blocks.0', 'single_transformer_blocks.0'"):
+    with pytest.raises(
+        BlockIndexError,
+        match=r"LayerSync could not find layer: `student_block='blocks.3'`.*"
+        r"'transformer_blocks.0', 'single_transformer_blocks.0'",
+    ):
         LayerSync(model, student_block="blocks.3", teacher_block=4)
 
 
@@ -123,8 +138,15 @@ def test_generic_fallback_on_a_transformers_decoder():
     """A transformers decoder is found through its single `layers` stack and trains with LayerSync."""
     from transformers import LlamaConfig, LlamaModel
 
-    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
     model = LlamaModel(config)
     layersync = LayerSync(model, student_block=1, teacher_block=3)
     assert layersync.student.path == "layers.0"

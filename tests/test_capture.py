@@ -81,8 +81,14 @@ def test_memory_is_flat_over_200_steps_with_validation():
 
 
 def hook_counts(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._forward_hooks_with_kwargs)
-               + len(m._forward_hooks_always_called) + len(m._forward_pre_hooks_with_kwargs) for m in model.modules())
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._forward_hooks_with_kwargs)
+        + len(m._forward_hooks_always_called)
+        + len(m._forward_pre_hooks_with_kwargs)
+        for m in model.modules()
+    )
 
 
 def test_remove_leaves_no_hook():

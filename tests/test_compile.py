@@ -41,17 +41,29 @@ def steps(model, layersync, runner, inputs, n=2):
         term = layersync.loss()
         loss = pred.float().pow(2).mean() + term
         loss.backward()
-        out.append((loss.detach(), term.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                                                   if p.grad is not None}))
+        out.append(
+            (
+                loss.detach(),
+                term.detach(),
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            )
+        )
     return out
 
 
-@pytest.mark.parametrize("family, compile_, attach_after_run, checkpointing", [
-    ("PixArt", whole, False, False),
-    ("PixArt", whole, False, True),
-    ("Flux", regional, True, False),
-], ids=["torch.compile(model)", "torch.compile(model) + gradient checkpointing",
-        "compile_repeated_blocks, attached after a run"])
+@pytest.mark.parametrize(
+    "family, compile_, attach_after_run, checkpointing",
+    [
+        ("PixArt", whole, False, False),
+        ("PixArt", whole, False, True),
+        ("Flux", regional, True, False),
+    ],
+    ids=[
+        "torch.compile(model)",
+        "torch.compile(model) + gradient checkpointing",
+        "compile_repeated_blocks, attached after a run",
+    ],
+)
 def test_compiled_training_matches_eager(family, compile_, attach_after_run, checkpointing):
     """Loss, LayerSync term and gradients equal eager for 2 steps, and the hooks cause no graph break."""
     model, inputs = build(family)
@@ -67,8 +79,9 @@ def test_compiled_training_matches_eager(family, compile_, attach_after_run, che
     # The hook's store is a side effect inside each checkpointed block; LayerSync ignores the backward
     # recomputation anyway, so not replaying it is exactly right (README: torch.compile and mixed precision).
     # A recompile limit below the 3 hooked blocks: hooks must not be compiled once per block (fullgraph fails).
-    with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=checkpointing,
-                                    recompile_limit=2 if compile_ is regional else 8):
+    with torch._dynamo.config.patch(
+        skip_fwd_side_effects_in_bwd_under_checkpoint=checkpointing, recompile_limit=2 if compile_ is regional else 8
+    ):
         got = steps(model, layersync, runner, inputs)
     assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])

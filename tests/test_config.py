@@ -16,11 +16,14 @@ def test_seed_keys():
     assert LayerSyncConfig.from_dict(SEED) == LayerSyncConfig(True, 8, 16, 0.3)
 
 
-@pytest.mark.parametrize("student,teacher,weight", [
-    ("encoder_depth", "gt_encoder_depth", "reg_weight"),
-    ("encoder-depth", "gt-encoder-depth", "reg-weight"),
-    ("--encoder-depth", "--gt-encoder-depth", "--reg-weight"),
-])
+@pytest.mark.parametrize(
+    "student,teacher,weight",
+    [
+        ("encoder_depth", "gt_encoder_depth", "reg_weight"),
+        ("encoder-depth", "gt-encoder-depth", "reg-weight"),
+        ("--encoder-depth", "--gt-encoder-depth", "--reg-weight"),
+    ],
+)
 def test_paper_code_names(student, teacher, weight):
     """The paper code's flag names map onto student, teacher and weight."""
     config = LayerSyncConfig.from_dict({"enabled": True, student: 4, teacher: 12, weight: 0.5})
@@ -53,7 +56,9 @@ def test_disabled_config_skips_validation():
 @pytest.mark.parametrize("weight", [0, 0.0, -0.1, float("nan"), float("inf"), True, "0.2"])
 def test_weight_must_be_positive(weight):
     """A weight <= 0 (0 included) or not a finite number is an error, never silently 0.2."""
-    with pytest.raises(LayerSyncConfigError, match=r"must be a number > 0 that float32 can hold \(finite, below 3.4e38\), got"):
+    with pytest.raises(
+        LayerSyncConfigError, match=r"must be a number > 0 that float32 can hold \(finite, below 3.4e38\), got"
+    ):
         LayerSyncConfig(student_block=8, teacher_block=16, weight=weight)
 
 
@@ -113,8 +118,17 @@ def test_argparse_two_lines():
     parser = argparse.ArgumentParser()
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     LayerSyncConfig.add_arguments(parser)
-    args = parser.parse_args(["--layersync_enabled", "--layersync_student_block", "8",
-                              "--layersync_teacher_block", "single_transformer_blocks.3", "--layersync_lambda", "0.1"])
+    args = parser.parse_args(
+        [
+            "--layersync_enabled",
+            "--layersync_student_block",
+            "8",
+            "--layersync_teacher_block",
+            "single_transformer_blocks.3",
+            "--layersync_lambda",
+            "0.1",
+        ]
+    )
     assert LayerSyncConfig.from_args(args) == LayerSyncConfig(True, 8, "single_transformer_blocks.3", 0.1)
     assert not LayerSyncConfig.from_args(parser.parse_args([])).enabled
     with pytest.warns(UserWarning, match="layersync_enabled"):
@@ -136,4 +150,4 @@ def test_pairs_are_the_one_stored_form():
     config = LayerSyncConfig(student_block=8, teacher_block=16)
     assert config == LayerSyncConfig(pairs=[(8, 16)]) and config.pairs == ((8, 16),)
     with pytest.raises(AttributeError):
-        config.student_block
+        _ = config.student_block

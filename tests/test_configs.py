@@ -24,8 +24,21 @@ def read(path):
 def test_every_listed_family_has_a_config():
     """The families the docs name each have a preset (plus the demo's)."""
     names = {path.stem for path in CONFIGS}
-    assert {"flux", "flux2", "sd3", "pixart_sigma", "sana", "wan", "qwen_image", "hunyuan_video", "ltx_video",
-            "cosmos", "hidream", "lumina2", "demo"} <= names
+    assert {
+        "flux",
+        "flux2",
+        "sd3",
+        "pixart_sigma",
+        "sana",
+        "wan",
+        "qwen_image",
+        "hunyuan_video",
+        "ltx_video",
+        "cosmos",
+        "hidream",
+        "lumina2",
+        "demo",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -66,6 +79,8 @@ def test_docs_presets_table_matches_the_files():
     for name, blocks, student, teacher, weight in rows:
         data = read(Path(__file__).parents[1] / "configs" / f"{name}.json")
         assert (int(blocks), int(student), int(teacher), float(weight)) == (
-            data["_num_blocks"], data["layersync_student_block"], data["layersync_teacher_block"],
-            data["layersync_lambda"]), name
-
+            data["_num_blocks"],
+            data["layersync_student_block"],
+            data["layersync_teacher_block"],
+            data["layersync_lambda"],
+        ), name

@@ -27,8 +27,20 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def launch(*arguments, env=ENV):
     """Run `accelerate launch ... -m layersync_hooks demo`; returns its stdout."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--main_process_port", str(free_port()), *arguments]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *arguments,
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout
@@ -61,8 +73,9 @@ def one_thread():
 
 def assert_same_weights(run_dir, reference_dir):
     """The same trained weights (the baseline's differ from LayerSync's by ~4e-3 after 3 steps)."""
-    weights, expected = (load_file(Path(d) / "model" / "diffusion_pytorch_model.safetensors")
-                         for d in (run_dir, reference_dir))
+    weights, expected = (
+        load_file(Path(d) / "model" / "diffusion_pytorch_model.safetensors") for d in (run_dir, reference_dir)
+    )
     assert weights.keys() == expected.keys()
     assert max((weights[k] - expected[k]).abs().max().item() for k in weights) < 2e-5
 
@@ -71,8 +84,19 @@ def assert_same_weights(run_dir, reference_dir):
 def reference(tmp_path_factory):
     """`accelerate launch -m layersync_hooks demo --compare` on one process, global batch 8."""
     out = tmp_path_factory.mktemp("reference")
-    stdout = launch("--num_processes", "1", "-m", "layersync_hooks", "demo", "--compare", *COMMON,
-                    "--batch-size", str(GLOBAL_BATCH), "--output-dir", str(out))
+    stdout = launch(
+        "--num_processes",
+        "1",
+        "-m",
+        "layersync_hooks",
+        "demo",
+        "--compare",
+        *COMMON,
+        "--batch-size",
+        str(GLOBAL_BATCH),
+        "--output-dir",
+        str(out),
+    )
     return out, stdout
 
 
@@ -83,14 +107,21 @@ def test_one_process_launch_writes_every_output(reference):
 
     out, stdout = reference
     for run in ("layersync", "baseline"):
-        for name in ("metrics.json", "metrics.csv", "curves.png", "model/diffusion_pytorch_model.safetensors",
-                     "state/model.safetensors"):
+        for name in (
+            "metrics.json",
+            "metrics.csv",
+            "curves.png",
+            "model/diffusion_pytorch_model.safetensors",
+            "state/model.safetensors",
+        ):
             assert (out / run / name).is_file(), name
         assert str(out / run / "metrics.json") in stdout
     summary = metrics(out / "layersync")
     assert summary["num_processes"] == 1 and summary["steps"] == STEPS and "val_loss" in summary["history"][-1]
-    assert (out / "compare.png").stat().st_size > 10_000 and set(json.loads((out / "compare.json").read_text())) == \
-        {"layersync", "baseline"}
+    assert (out / "compare.png").stat().st_size > 10_000 and set(json.loads((out / "compare.json").read_text())) == {
+        "layersync",
+        "baseline",
+    }
     model = PixArtTransformer2DModel.from_pretrained(out / "layersync" / "model")
     assert model.config.num_layers == 12
     # LayerSync changed the training: the baseline drifts from it by far more than the 1e-5 the tests allow.
@@ -104,29 +135,55 @@ def test_one_process_launch_writes_every_output(reference):
 @pytest.mark.slow
 def test_two_processes_match_one(reference, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU: 2 ranks (MULTI_CPU), the same steps as 1 process."""
-    launch("--multi_gpu", "--num_processes", "2", "-m", "layersync_hooks", "demo", *COMMON,
-           "--batch-size", str(GLOBAL_BATCH // 2), "--output-dir", str(tmp_path), env={**ENV, "ACCELERATE_USE_CPU": "1"})
+    launch(
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "-m",
+        "layersync_hooks",
+        "demo",
+        *COMMON,
+        "--batch-size",
+        str(GLOBAL_BATCH // 2),
+        "--output-dir",
+        str(tmp_path),
+        env={**ENV, "ACCELERATE_USE_CPU": "1"},
+    )
     summary = metrics(tmp_path / "layersync")
     assert summary["num_processes"] == 2 and summary["distributed_type"] == "DistributedType.MULTI_CPU"
     assert_same_steps(summary["history"], metrics(reference[0] / "layersync")["history"])
     assert_same_weights(tmp_path / "layersync", reference[0] / "layersync")
     assert summary["history"][-1]["val_loss"] == pytest.approx(
-        metrics(reference[0] / "layersync")["history"][-1]["val_loss"], rel=1e-5)
+        metrics(reference[0] / "layersync")["history"][-1]["val_loss"], rel=1e-5
+    )
 
 
 @pytest.mark.slow
 def test_fsdp_on_two_cpu_processes_matches_one(reference, tmp_path):
     """FSDP1 and FSDP2 (`fully_shard`) on 2 gloo processes: hooks on sharded blocks give the same steps."""
     script = Path(__file__).parent / "scripts" / "fsdp_demo.py"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(free_port()), str(script), str(tmp_path), str(STEPS), str(GLOBAL_BATCH)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        str(tmp_path),
+        str(STEPS),
+        str(GLOBAL_BATCH),
+    ]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     expected = metrics(reference[0] / "layersync")["history"]
     for mode, wrapper in (("fsdp1", "FullyShardedDataParallel"), ("fsdp2", "FSDPPixArtTransformer2DModel")):
         rows = [json.loads((tmp_path / f"{mode}-rank{rank}.json").read_text()) for rank in (0, 1)]
-        assert [(r["rank"], r["world"], r["backend"], r["wrapper"]) for r in rows] == \
-            [(0, 2, "gloo", wrapper), (1, 2, "gloo", wrapper)]
+        assert [(r["rank"], r["world"], r["backend"], r["wrapper"]) for r in rows] == [
+            (0, 2, "gloo", wrapper),
+            (1, 2, "gloo", wrapper),
+        ]
         assert all(r["sharded"] > 0 for r in rows)
         for row in rows:
             assert_same_steps(row["history"], expected)
@@ -135,8 +192,21 @@ def test_fsdp_on_two_cpu_processes_matches_one(reference, tmp_path):
 @pytest.mark.slow
 def test_gradient_accumulation_matches_the_large_batch(reference, tmp_path, one_thread):
     """Batch 4 x 2 accumulation steps takes the same optimizer steps as batch 8."""
-    assert main(["demo", *COMMON, "--batch-size", str(GLOBAL_BATCH // 2), "--gradient-accumulation-steps", "2",
-                 "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                *COMMON,
+                "--batch-size",
+                str(GLOBAL_BATCH // 2),
+                "--gradient-accumulation-steps",
+                "2",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert_same_steps(metrics(tmp_path / "layersync")["history"], metrics(reference[0] / "layersync")["history"])
     assert_same_weights(tmp_path / "layersync", reference[0] / "layersync")
 
@@ -144,8 +214,17 @@ def test_gradient_accumulation_matches_the_large_batch(reference, tmp_path, one_
 @pytest.mark.slow
 def test_resume_continues_the_curves(reference, tmp_path, one_thread):
     """Stopping after step 2 and resuming to step 3 gives the uninterrupted curves, and LayerSync's step count."""
-    arguments = ["demo", "--eval-every", str(STEPS), "--report-to", "none", "--batch-size", str(GLOBAL_BATCH),
-                 "--output-dir", str(tmp_path)]
+    arguments = [
+        "demo",
+        "--eval-every",
+        str(STEPS),
+        "--report-to",
+        "none",
+        "--batch-size",
+        str(GLOBAL_BATCH),
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main([*arguments, "--steps", str(STEPS - 1)]) == 0
     AcceleratorState._reset_state(True)
     assert main([*arguments, "--steps", str(STEPS), "--resume"]) == 0
@@ -174,8 +253,16 @@ def test_bad_input_fails_before_training(tmp_path):
 def test_a_stop_step_ends_alignment_mid_run(tmp_path, one_thread):
     """With `layersync_stop_step` the hooks go after that step; the run goes on and logs no similarity after."""
     config = tmp_path / "stop.json"
-    config.write_text(json.dumps({"layersync_enabled": True, "layersync_student_block": 3,
-                                  "layersync_teacher_block": 6, "layersync_stop_step": 2}))
+    config.write_text(
+        json.dumps(
+            {
+                "layersync_enabled": True,
+                "layersync_student_block": 3,
+                "layersync_teacher_block": 6,
+                "layersync_stop_step": 2,
+            }
+        )
+    )
     assert main(["demo", *COMMON, "--batch-size", "4", "--config", str(config), "--output-dir", str(tmp_path)]) == 0
     result = metrics(tmp_path / "layersync")
     assert ["layersync_similarity" in row for row in result["history"]] == [True, True, False]

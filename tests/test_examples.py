@@ -23,15 +23,41 @@ def test_lora_script_trains_with_layersync(tmp_path):
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(8, *inputs["hidden_states"].shape[1:], generator=generator)
     embeds = torch.randn(8, *inputs["encoder_hidden_states"].shape[1:], generator=generator)
-    save_file({"latents": latents, "prompt_embeds": embeds, "prompt_attention_mask": torch.ones(8, embeds.shape[1])},
-              tmp_path / "cache.safetensors")
-    command = [sys.executable, str(SCRIPT), "--pretrained_model_name_or_path", str(tmp_path / "model"),
-               "--train_data_file", str(tmp_path / "cache.safetensors"), "--output_dir", str(tmp_path / "out"),
-               "--seed", "0", "--train_batch_size", "2", "--max_train_steps", "3", "--mixed_precision", "bf16",
-               "--gradient_checkpointing", "--checkpointing_steps", "2", "--report_to", "none",
-               "--layersync_enabled", "--layersync_student_block", "1", "--layersync_teacher_block", "3"]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
+    save_file(
+        {"latents": latents, "prompt_embeds": embeds, "prompt_attention_mask": torch.ones(8, embeds.shape[1])},
+        tmp_path / "cache.safetensors",
+    )
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--pretrained_model_name_or_path",
+        str(tmp_path / "model"),
+        "--train_data_file",
+        str(tmp_path / "cache.safetensors"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--seed",
+        "0",
+        "--train_batch_size",
+        "2",
+        "--max_train_steps",
+        "3",
+        "--mixed_precision",
+        "bf16",
+        "--gradient_checkpointing",
+        "--checkpointing_steps",
+        "2",
+        "--report_to",
+        "none",
+        "--layersync_enabled",
+        "--layersync_student_block",
+        "1",
+        "--layersync_teacher_block",
+        "3",
+    ]
+    done = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "layersync_similarity" in done.stderr and "student=transformer_blocks.0" in done.stderr
     lora = load_file(tmp_path / "out" / "pytorch_lora_weights.safetensors")

@@ -85,8 +85,9 @@ def training_step(family, checkpointing, monkeypatch):
     return layersync
 
 
-@pytest.mark.parametrize(("family", "checkpointing"),
-                         [(family, False) for family in TINY] + [("Flux", True), ("HunyuanVideo", True)])
+@pytest.mark.parametrize(
+    ("family", "checkpointing"), [(family, False) for family in TINY] + [("Flux", True), ("HunyuanVideo", True)]
+)
 def test_training_step_never_syncs(family, checkpointing, monkeypatch):
     """Forward with hooks, loss() and backward make no host sync; metrics() then returns floats."""
     try:
@@ -95,5 +96,3 @@ def test_training_step_never_syncs(family, checkpointing, monkeypatch):
         pytest.skip(f"{family} cannot train on CPU: {error}")
     assert set(metrics) == {"layersync_loss", "layersync_similarity"}
     assert all(isinstance(v, float) for v in metrics.values())
-
-

@@ -132,7 +132,6 @@ def test_internal_captures_share_hooks_and_buffer():
     assert hook_counts(model) == 0
 
 
-
 def kept(layersync):
     """path -> what the capture keeps besides the raw output, after one training forward."""
     return {path: extra for path, (_, extra) in layersync._capture._engine.buffer.items()}
@@ -158,7 +157,6 @@ def test_internal_declared_block_arguments_are_kept_alone_and_by_name(checkpoint
         assert list(extra) == ["noise_mask"], path
         assert extra["noise_mask"].dtype == torch.bool or not extra["noise_mask"].is_floating_point()
     assert torch.isfinite(layersync.loss())
-
 
 
 @pytest.fixture(params=["one chunk", "many chunks"])
@@ -192,7 +190,6 @@ def test_internal_image_slice_of_a_joint_sequence(chunks):
     torch.testing.assert_close(joint.grad[:, 7:].double(), expected_grad, atol=1e-6, rtol=1e-4)
 
 
-
 @pytest.mark.parametrize("call", ["t.item()", "bool(t.sum() > 0)", "t[t > 0]", "t.tolist()"])
 def test_internal_guard_catches_a_sync_added_to_the_package(call, monkeypatch):
     """The guard fails a step when package code gains a host sync (here in loss.py's `flatten_tokens`)."""
@@ -202,7 +199,6 @@ def test_internal_guard_catches_a_sync_added_to_the_package(call, monkeypatch):
     monkeypatch.setattr(loss_module, "flatten_tokens", namespace["flatten_tokens"])
     with pytest.raises(HostSync, match="loss.py"):
         training_step("DiT", False, monkeypatch)
-
 
 
 def test_internal_shared_blocks_are_captured_once():

@@ -27,15 +27,20 @@ WEIGHT = 0.2
 
 def hand_blocks(model, family):
     """[(path, element)] for every block in forward order: index i is depth i + 1."""
-    return [(f"{path}.{i}", element) for path, element in EXPECTED[family]
-            for i in range(len(model.get_submodule(path)))]
+    return [
+        (f"{path}.{i}", element) for path, element in EXPECTED[family] for i in range(len(model.get_submodule(path)))
+    ]
 
 
 def hand_loss(model, inputs, student, teacher):
     """-weight * mean cosine of the image tokens, from hooks written here, in float64."""
     outputs = {}
-    handles = [model.get_submodule(path).register_forward_hook(
-        lambda module, args, output, path=path: outputs.setdefault(path, output)) for path, _ in (student, teacher)]
+    handles = [
+        model.get_submodule(path).register_forward_hook(
+            lambda module, args, output, path=path: outputs.setdefault(path, output)
+        )
+        for path, _ in (student, teacher)
+    ]
     torch.manual_seed(0)  # DiT drops class labels at random in train mode
     prediction(model, inputs)
     for handle in handles:

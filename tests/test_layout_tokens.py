@@ -52,8 +52,11 @@ def stacks(*paths, element=None, form="bnd"):
 KWARGS_SAFE = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)  # reference gotcha 4
 FIRST_16 = lambda pred, inputs: pred[:, :16]  # noqa: E731  the target image before the condition image
 DOUBLE_SINGLE = ("transformer_blocks", "single_transformer_blocks")
-UNET = ("down_blocks.*.attentions.*.transformer_blocks", "mid_block.attentions.*.transformer_blocks",
-        "up_blocks.*.attentions.*.transformer_blocks")
+UNET = (
+    "down_blocks.*.attentions.*.transformer_blocks",
+    "mid_block.attentions.*.transformer_blocks",
+    "up_blocks.*.attentions.*.transformer_blocks",
+)
 
 CASES = {
     # joint-attention MMDiTs: (text, image)
@@ -71,7 +74,9 @@ CASES = {
     "LongCatImageEdit": Case(stacks(*DOUBLE_SINGLE, element=1), target=FIRST_16),
     "Ovis": Case(stacks(*DOUBLE_SINGLE, element=1)),
     "Bria": Case(stacks(*DOUBLE_SINGLE, element=1)),
-    "BriaFiboEdit": Case(stacks("transformer_blocks", element=1) + stacks("single_transformer_blocks"), target=FIRST_16),
+    "BriaFiboEdit": Case(
+        stacks("transformer_blocks", element=1) + stacks("single_transformer_blocks"), target=FIRST_16
+    ),
     "QwenImage": Case(stacks("transformer_blocks", element=1)),
     "QwenImageEdit": Case(stacks("transformer_blocks", element=1), target=FIRST_16),
     "QwenImageLayered": Case(stacks("transformer_blocks", element=1), target=FIRST_16),
@@ -226,9 +231,14 @@ def pairs_for(case, blocks, model, inputs):
         return [(first, blocks[-1]) for first in firsts.values() if first is not blocks[-1]]
     shapes = {}
     elements = {path: (element, form) for path, element, form in case.streams}
-    hooks = [b.module.register_forward_hook(lambda m, a, out, b=b: shapes.update(
-        {b.path: as_tokens(stream_of(out, elements[b.stack.path][0]), elements[b.stack.path][1]).shape}))
-        for b in blocks]
+    hooks = [
+        b.module.register_forward_hook(
+            lambda m, a, out, b=b: shapes.update(
+                {b.path: as_tokens(stream_of(out, elements[b.stack.path][0]), elements[b.stack.path][1]).shape}
+            )
+        )
+        for b in blocks
+    ]
     with torch.no_grad():
         prediction(model, inputs)
     for hook in hooks:
@@ -273,10 +283,13 @@ def test_layersync_aligns_exactly_the_target_tokens(name, checkpointing):
         expected = truth if aligned.shape == truth.shape else compact(truth, aligned.shape[1], offset)
         assert torch.equal(aligned, expected), (
             f"{name} {student.path} <- {teacher.path}: LayerSync aligns {spans(aligned)}, "
-            f"the target is {spans(expected)}")
+            f"the target is {spans(expected)}"
+        )
         s, t = as_tokens(outputs[student.path], s_form), as_tokens(outputs[teacher.path], t_form)
-        cosines = [F.cosine_similarity(s[b, expected[b]].double(), t[b, truth[b]].detach().double(), dim=-1)
-                   for b in range(truth.shape[0])]
+        cosines = [
+            F.cosine_similarity(s[b, expected[b]].double(), t[b, truth[b]].detach().double(), dim=-1)
+            for b in range(truth.shape[0])
+        ]
         assert abs(loss.item() + WEIGHT * torch.cat(cosines).mean().item()) < 1e-5
 
 
@@ -290,8 +303,11 @@ def test_every_supported_row_is_probed():
 def test_unet_pair_across_resolutions_names_both_shapes():
     """An SDXL student and teacher at different resolutions is a clear error naming both token shapes."""
     model, inputs = build("SDXL")
-    layersync = LayerSync(model, student_block="down_blocks.1.attentions.0.transformer_blocks.0",
-                          teacher_block="down_blocks.2.attentions.0.transformer_blocks.0")
+    layersync = LayerSync(
+        model,
+        student_block="down_blocks.1.attentions.0.transformer_blocks.0",
+        teacher_block="down_blocks.2.attentions.0.transformer_blocks.0",
+    )
     prediction(model, inputs)
     with pytest.raises(ShapeMismatchError, match=r"\(2, 64, 32\).*\(2, 16, 64\).*same resolution level"):
         layersync.loss()

@@ -28,31 +28,79 @@ def test_layouts_prints_stacks_depths_and_a_pair_for_the_real_size(capsys):
     is the command's name before 0.2."""
     assert main(["layouts"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"FluxTransformer2DModel +default config +depths 1\.\.57 +pair 16 <- 32 +"
-                     r"transformer_blocks \(19\), single_transformer_blocks \(38\)", out)
+    assert re.search(
+        r"FluxTransformer2DModel +default config +depths 1\.\.57 +pair 16 <- 32 +"
+        r"transformer_blocks \(19\), single_transformer_blocks \(38\)",
+        out,
+    )
     assert re.search(r"UNet2DConditionModel +SDXL, Kolors +depths 1\.\.70 +pair 20 <- 40", out)
     assert re.search(r"HiDreamImageTransformer2DModel +default config +depths 1\.\.48", out)  # from __init__ defaults
     assert "Cosmos3OmniTransformer" in out and "not supported: its layers run one packed" in out
     assert main(["families"]) == 0 and capsys.readouterr().out == out
 
 
-@pytest.mark.parametrize("class_name,config,reason", [
-    ("Cosmos3OmniTransformer", dict(
-        head_dim=6, hidden_act="relu2", hidden_size=12, intermediate_size=24, latent_channel=2, latent_patch_size=1,
-        num_attention_heads=2, num_hidden_layers=2, num_key_value_heads=1, patch_latent_dim=2, qk_norm_for_text=False,
-        rope_axes_dim=[1, 1, 1], vocab_size=32), "no batch axis"),
-    ("AnyFlowFARTransformer3DModel", dict(
-        patch_size=(1, 2, 2), compressed_patch_size=(1, 4, 4), num_attention_heads=2, attention_head_dim=12,
-        in_channels=4, out_channels=4, text_dim=16, freq_dim=256, ffn_dim=32, num_layers=2), "FlexAttention"),
-    ("StableCascadeUNet", dict(  # a Stage B-style decoder: its up blocks run twice per forward
-        in_channels=4, out_channels=4, timestep_ratio_embedding_dim=16, conditioning_dim=32, block_out_channels=(32, 32),
-        num_attention_heads=(2, 2), down_num_layers_per_block=(1, 1), up_num_layers_per_block=(1, 1),
-        up_blocks_repeat_mappers=(2, 2), clip_text_pooled_in_channels=16), r"run several times .* \(1, 1, 2, 2\)"),
-])
+@pytest.mark.parametrize(
+    "class_name,config,reason",
+    [
+        (
+            "Cosmos3OmniTransformer",
+            dict(
+                head_dim=6,
+                hidden_act="relu2",
+                hidden_size=12,
+                intermediate_size=24,
+                latent_channel=2,
+                latent_patch_size=1,
+                num_attention_heads=2,
+                num_hidden_layers=2,
+                num_key_value_heads=1,
+                patch_latent_dim=2,
+                qk_norm_for_text=False,
+                rope_axes_dim=[1, 1, 1],
+                vocab_size=32,
+            ),
+            "no batch axis",
+        ),
+        (
+            "AnyFlowFARTransformer3DModel",
+            dict(
+                patch_size=(1, 2, 2),
+                compressed_patch_size=(1, 4, 4),
+                num_attention_heads=2,
+                attention_head_dim=12,
+                in_channels=4,
+                out_channels=4,
+                text_dim=16,
+                freq_dim=256,
+                ffn_dim=32,
+                num_layers=2,
+            ),
+            "FlexAttention",
+        ),
+        (
+            "StableCascadeUNet",
+            dict(  # a Stage B-style decoder: its up blocks run twice per forward
+                in_channels=4,
+                out_channels=4,
+                timestep_ratio_embedding_dim=16,
+                conditioning_dim=32,
+                block_out_channels=(32, 32),
+                num_attention_heads=(2, 2),
+                down_num_layers_per_block=(1, 1),
+                up_num_layers_per_block=(1, 1),
+                up_blocks_repeat_mappers=(2, 2),
+                clip_text_pooled_in_channels=16,
+            ),
+            r"run several times .* \(1, 1, 2, 2\)",
+        ),
+    ],
+)
 def test_refused_classes_say_why_at_attach_time(class_name, config, reason):
     """A class LayerSync cannot align raises UnsupportedModelError with the reason; `layout=` still overrides."""
     model = getattr(diffusers, class_name)(**config)
     with pytest.raises(UnsupportedModelError, match=rf"cannot align the image tokens of `{class_name}`: .*{reason}"):
         LayerSync(model, student_block=1, teacher_block=2)
-    stack = {"Cosmos3OmniTransformer": "layers", "AnyFlowFARTransformer3DModel": "blocks"}.get(class_name, "up_blocks.0")
+    stack = {"Cosmos3OmniTransformer": "layers", "AnyFlowFARTransformer3DModel": "blocks"}.get(
+        class_name, "up_blocks.0"
+    )
     LayerSync(model, student_block=1, teacher_block=2, layout=BlockLayout(stacks=(stack,))).remove()

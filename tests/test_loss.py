@@ -49,7 +49,9 @@ def test_identical_tokens_never_exceed_one():
 def test_video_states_are_flattened():
     """(B, T, P, D) equals the (B, T*P, D) result."""
     student, teacher = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)
-    assert torch.equal(token_similarity(student, teacher), token_similarity(student.flatten(1, 2), teacher.flatten(1, 2)))
+    assert torch.equal(
+        token_similarity(student, teacher), token_similarity(student.flatten(1, 2), teacher.flatten(1, 2))
+    )
 
 
 def test_mask_selects_tokens():

@@ -22,8 +22,9 @@ def layersync_gradient(family, dtype=None, how=None):
         prediction(model, inputs)
     term = layersync.loss()
     term.backward()
-    gradient = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).float().flatten()
-                          for p in model.parameters()])
+    gradient = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).float().flatten() for p in model.parameters()]
+    )
     return term, gradient
 
 

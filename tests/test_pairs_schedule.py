@@ -22,28 +22,41 @@ def fresh_accelerate_state():
     GradientState._reset_state()
 
 
-@pytest.mark.parametrize("spelling", [
-    dict(pairs=[(8, 16)]), dict(pairs=[[8, 16]]), dict(pairs=["8:16"]), dict(pairs="8:16"),
-    dict(student_block=8, teacher_block=16, pairs=[(8, 16)]), dict(student_block="8", teacher_block="16"),
-])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        dict(pairs=[(8, 16)]),
+        dict(pairs=[[8, 16]]),
+        dict(pairs=["8:16"]),
+        dict(pairs="8:16"),
+        dict(student_block=8, teacher_block=16, pairs=[(8, 16)]),
+        dict(student_block="8", teacher_block="16"),
+    ],
+)
 def test_one_pair_is_the_single_spelling(spelling):
     """A one-pair list and student/teacher are two spellings of the same config."""
     assert LayerSyncConfig(**spelling) == LayerSyncConfig(student_block=8, teacher_block=16)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(pairs=[(4, 12), (8, 16)], student_block=8), r"`pairs=\[\(4, 12\), \(8, 16\)\]` and `student_block=8`"),
-    (dict(pairs=[(8, 16)], student_block=8, teacher_block=12), r"both set the blocks; keep one"),
-    (dict(pairs=(8, 16)), r"must be a list of \(student, teacher\) pairs.*got \(8, 16\)"),
-    (dict(pairs=[(8, 16, 24)]), r"must be \(student, teacher\).*got \(8, 16, 24\)"),
-    (dict(pairs=[(None, 16)]), r"must be \(student, teacher\)"),
-    (dict(pairs=[(4, 12), (4, 12)]), r"lists a pair twice"),
-    (dict(pairs=[(4, 12), (16, 8)]), r"teacher_block` must be deeper.*student_block=16, teacher_block=8"),
-    (dict(student_block=8, warmup_steps=-1), r"`warmup_steps` must be an integer >= 0, got -1"),
-    (dict(student_block=8, stop_step=0), r"`stop_step` must be an integer >= 1, got 0"),
-    (dict(student_block=8, stop_step=2.5), r"`stop_step` must be an integer >= 1, got 2.5"),
-    (dict(student_block=8, warmup_steps=100, stop_step=50), r"`stop_step=50` comes before the end of `warmup_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(pairs=[(4, 12), (8, 16)], student_block=8), r"`pairs=\[\(4, 12\), \(8, 16\)\]` and `student_block=8`"),
+        (dict(pairs=[(8, 16)], student_block=8, teacher_block=12), r"both set the blocks; keep one"),
+        (dict(pairs=(8, 16)), r"must be a list of \(student, teacher\) pairs.*got \(8, 16\)"),
+        (dict(pairs=[(8, 16, 24)]), r"must be \(student, teacher\).*got \(8, 16, 24\)"),
+        (dict(pairs=[(None, 16)]), r"must be \(student, teacher\)"),
+        (dict(pairs=[(4, 12), (4, 12)]), r"lists a pair twice"),
+        (dict(pairs=[(4, 12), (16, 8)]), r"teacher_block` must be deeper.*student_block=16, teacher_block=8"),
+        (dict(student_block=8, warmup_steps=-1), r"`warmup_steps` must be an integer >= 0, got -1"),
+        (dict(student_block=8, stop_step=0), r"`stop_step` must be an integer >= 1, got 0"),
+        (dict(student_block=8, stop_step=2.5), r"`stop_step` must be an integer >= 1, got 2.5"),
+        (
+            dict(student_block=8, warmup_steps=100, stop_step=50),
+            r"`stop_step=50` comes before the end of `warmup_steps",
+        ),
+    ],
+)
 def test_bad_pairs_and_schedules(kwargs, match):
     """Inconsistent spellings, malformed or repeated pairs and impossible schedules are errors naming the values."""
     with pytest.raises(LayerSyncConfigError, match=match):
@@ -52,17 +65,34 @@ def test_bad_pairs_and_schedules(kwargs, match):
 
 def test_seed_style_keys_json_and_flags(tmp_path):
     """`layersync_pairs`, `layersync_warmup_steps`, `layersync_stop_step` work from JSON and argparse flags."""
-    keys = {"layersync_enabled": True, "layersync_pairs": [[4, 12], [8, "single_transformer_blocks.3"]],
-            "layersync_lambda": 0.1, "layersync_warmup_steps": 500, "layersync_stop_step": 40000}
-    expected = LayerSyncConfig(pairs=[(4, 12), (8, "single_transformer_blocks.3")], weight=0.1, warmup_steps=500,
-                               stop_step=40000)
+    keys = {
+        "layersync_enabled": True,
+        "layersync_pairs": [[4, 12], [8, "single_transformer_blocks.3"]],
+        "layersync_lambda": 0.1,
+        "layersync_warmup_steps": 500,
+        "layersync_stop_step": 40000,
+    }
+    expected = LayerSyncConfig(
+        pairs=[(4, 12), (8, "single_transformer_blocks.3")], weight=0.1, warmup_steps=500, stop_step=40000
+    )
     path = tmp_path / "layersync.json"
     path.write_text(json.dumps(keys))
     assert LayerSyncConfig.from_json(path) == expected and expected.to_dict() == keys
     parser = LayerSyncConfig.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--layersync_enabled", "--layersync_pairs", "4:12", "8:single_transformer_blocks.3",
-                              "--layersync_lambda", "0.1", "--layersync_warmup_steps", "500",
-                              "--layersync_stop_step", "40000"])
+    args = parser.parse_args(
+        [
+            "--layersync_enabled",
+            "--layersync_pairs",
+            "4:12",
+            "8:single_transformer_blocks.3",
+            "--layersync_lambda",
+            "0.1",
+            "--layersync_warmup_steps",
+            "500",
+            "--layersync_stop_step",
+            "40000",
+        ]
+    )
     assert LayerSyncConfig.from_args(args) == expected
 
 
@@ -78,25 +108,33 @@ def test_every_pair_counts_as_the_mean():
     for name, term in terms.items():
         model.zero_grad()
         term.backward(retain_graph=True)
-        gradients[name] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                                     for p in model.parameters()])
+        gradients[name] = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
+        )
     assert abs(terms["first"].item() - terms["second"].item()) > 1e-2, "the two pairs must differ to tell them apart"
     torch.testing.assert_close(terms["both"], (terms["first"] + terms["second"]) / 2)
     torch.testing.assert_close(gradients["both"], (gradients["first"] + gradients["second"]) / 2)
     metrics = both.metrics()
-    assert set(metrics) == {"layersync_loss", "layersync_similarity", "layersync_similarity/1-3",
-                            "layersync_similarity/2-4"}
+    assert set(metrics) == {
+        "layersync_loss",
+        "layersync_similarity",
+        "layersync_similarity/1-3",
+        "layersync_similarity/2-4",
+    }
     assert metrics["layersync_similarity/1-3"] == pytest.approx(first.metrics()["layersync_similarity"], abs=1e-6)
     assert metrics["layersync_similarity/2-4"] == pytest.approx(second.metrics()["layersync_similarity"], abs=1e-6)
     assert metrics["layersync_loss"] == pytest.approx(-0.2 * metrics["layersync_similarity"], rel=1e-6)
 
 
-@pytest.mark.parametrize("warmup,stop,expected", [
-    (0, None, [0.2, 0.2, 0.2, 0.2, 0.2]),
-    (4, None, [0.05, 0.1, 0.15, 0.2, 0.2]),
-    (0, 3, [0.2, 0.2, 0.2, 0.0, 0.0]),
-    (2, 4, [0.1, 0.2, 0.2, 0.2, 0.0]),
-])
+@pytest.mark.parametrize(
+    "warmup,stop,expected",
+    [
+        (0, None, [0.2, 0.2, 0.2, 0.2, 0.2]),
+        (4, None, [0.05, 0.1, 0.15, 0.2, 0.2]),
+        (0, 3, [0.2, 0.2, 0.2, 0.0, 0.0]),
+        (2, 4, [0.1, 0.2, 0.2, 0.2, 0.0]),
+    ],
+)
 def test_weight_schedule(warmup, stop, expected):
     """Constant, linear warm-up from weight/N at step 0, and 0 from the stop step on."""
     schedule = WeightSchedule(0.2, warmup_steps=warmup, stop_step=stop)
@@ -137,8 +175,10 @@ def test_stop_step_detaches_and_resuming_past_it_does_not_reattach():
     assert layersync.loss().item() == 0 and layersync.loss().item() == 0  # no error, every call
     assert set(layersync.metrics()) >= {"layersync_similarity/1-3"} and layersync.metrics() == {}
     state = layersync.state_dict()
-    assert state["step"] == 4 and state["pairs"] == [["transformer_blocks.0", "transformer_blocks.2"],
-                                                     ["transformer_blocks.1", "transformer_blocks.3"]]
+    assert state["step"] == 4 and state["pairs"] == [
+        ["transformer_blocks.0", "transformer_blocks.2"],
+        ["transformer_blocks.1", "transformer_blocks.3"],
+    ]
 
     resumed = LayerSync(model, pairs=[(1, 3), (2, 4)], stop_step=2)
     assert hook_counts(model) > 0

@@ -47,8 +47,10 @@ def test_linear_cka_invariances():
     torch.manual_seed(0)
     x = torch.randn(2, 40, 16)
     rotation, _ = torch.linalg.qr(torch.randn(16, 16))
-    matrix = linear_cka_matrix([Activation(x, None), Activation(3 * x @ rotation, None),
-                                Activation(torch.randn(2, 40, 16), None)], max_tokens=64)
+    matrix = linear_cka_matrix(
+        [Activation(x, None), Activation(3 * x @ rotation, None), Activation(torch.randn(2, 40, 16), None)],
+        max_tokens=64,
+    )
     assert matrix[0, 1] == pytest.approx(1.0, abs=1e-5) and torch.equal(matrix, matrix.T)
     assert matrix[0, 2] < 0.6
 
@@ -121,8 +123,24 @@ def test_probe_command_writes_the_report(tmp_path, capsys):
     """`layersync-hooks probe FOLDER` prints the pair with reasons and writes safetensors, JSON and a PNG."""
     folder = save_tiny(tmp_path / "pixart", "PixArt")
     out = tmp_path / "report"
-    assert main(["probe", str(folder), "--output-dir", str(out), "--height", "8", "--width", "8",
-                 "--noise-levels", "0.3", "0.7"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                str(folder),
+                "--output-dir",
+                str(out),
+                "--height",
+                "8",
+                "--width",
+                "8",
+                "--noise-levels",
+                "0.3",
+                "0.7",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     report = json.loads((out / "similarity.json").read_text())
     best = report["recommended"][0]
@@ -141,8 +159,19 @@ def test_probe_command_inputs_file_and_random_weights(tmp_path, capsys):
     kwargs = TINY["PixArt"][2](2)
     save_forward_kwargs(tmp_path / "inputs.safetensors", kwargs)
     with pytest.warns(UserWarning, match="randomly initialised PixArtTransformer2DModel"):
-        assert main(["probe", str(folder / "config.json"), "--inputs", str(tmp_path / "inputs.safetensors"),
-                     "--output-dir", str(tmp_path / "out")]) == 0
+        assert (
+            main(
+                [
+                    "probe",
+                    str(folder / "config.json"),
+                    "--inputs",
+                    str(tmp_path / "inputs.safetensors"),
+                    "--output-dir",
+                    str(tmp_path / "out"),
+                ]
+            )
+            == 0
+        )
     assert json.loads((tmp_path / "out" / "similarity.json").read_text())["noise_levels"] == [None]
     (tmp_path / "bad.json").write_text(json.dumps({"num_layers": 2}))
     assert main(["probe", str(tmp_path / "bad.json")]) == 2
@@ -164,7 +193,8 @@ def test_probe_command_checks_before_any_forward(tmp_path, capsys, monkeypatch):
     assert main(["probe", str(tmp_path / "never-read"), "--top", "0", "--repeats", "0"]) == 2
     assert "--repeats 0, --top 0: must be >= 1" in capsys.readouterr().err
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if name == "matplotlib" else find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else find_spec(name, *args)
+    )
     assert main(["probe", str(tmp_path / "never-read")]) == 2
     assert "heatmap needs matplotlib" in capsys.readouterr().err

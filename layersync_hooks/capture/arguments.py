@@ -35,7 +35,9 @@ def argument_picker(module: nn.Module, names: tuple[str, ...]) -> Callable[[tupl
         where[name] = (index, None if default is inspect.Parameter.empty else default)
 
     def pick(args: tuple, kwargs: dict) -> dict[str, Any]:
-        return {name: kwargs[name] if name in kwargs else args[i] if i < len(args) else default
-                for name, (i, default) in where.items()}
+        return {
+            name: kwargs[name] if name in kwargs else args[i] if i < len(args) else default
+            for name, (i, default) in where.items()
+        }
 
     return pick

@@ -19,8 +19,10 @@ from .torch_internals import has_compiled_code
 
 def is_compiled_whole(model: nn.Module) -> bool:
     """Whether `model` (or a wrapper around it) is a whole-model `torch.compile` or `Module.compile()`."""
-    return any(type(m).__name__ == "OptimizedModule" or getattr(m, "_compiled_call_impl", None) is not None
-               for m in wrappers(model))
+    return any(
+        type(m).__name__ == "OptimizedModule" or getattr(m, "_compiled_call_impl", None) is not None
+        for m in wrappers(model)
+    )
 
 
 def check_not_compiled_yet(model: nn.Module) -> None:
@@ -32,12 +34,17 @@ def check_not_compiled_yet(model: nn.Module) -> None:
     if not any(has_compiled_code(m) for m in chain):
         return
     name = type(chain[-1]).__name__
-    fix = ("Attach before the first compiled call (right after loading, before `accelerator.prepare`), compile "
-           "the blocks only (`model.compile_repeated_blocks()`), or call `torch._dynamo.reset()` first.")
+    fix = (
+        "Attach before the first compiled call (right after loading, before `accelerator.prepare`), compile "
+        "the blocks only (`model.compile_repeated_blocks()`), or call `torch._dynamo.reset()` first."
+    )
     if is_compiled_whole(model):
         raise CompiledModelError(
             f"Cannot attach hooks to {name}: it was compiled whole with torch.compile and its compiled code has "
             f"already run, and compiled code never calls hooks added later, so nothing would be captured. {fix}"
         )
-    warnings.warn(f"{name}.forward already has torch.compile code in this process: if this model runs through a "
-                  f"compiled wrapper, the hooks attached now will never run. {fix}", stacklevel=3)
+    warnings.warn(
+        f"{name}.forward already has torch.compile code in this process: if this model runs through a "
+        f"compiled wrapper, the hooks attached now will never run. {fix}",
+        stacklevel=3,
+    )

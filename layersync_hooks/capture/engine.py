@@ -111,14 +111,14 @@ class _Engine:
         if not self.users:
             self.root_handles = (
                 _register(root.register_forward_pre_hook, _Hook(self._on_model_call), with_kwargs=True),
-                _register(root.register_forward_hook, _Hook(self._on_model_return), with_kwargs=True,
-                          always_call=True),
+                _register(root.register_forward_hook, _Hook(self._on_model_return), with_kwargs=True, always_call=True),
             )
         for block in user.blocks:
             if block.path not in self.block_handles:
                 self.modules[block.path] = weakref.ref(block.module)
                 self.block_handles[block.path] = _register(
-                    block.module.register_forward_hook, _Hook(self._on_block_output, block.path), with_kwargs=True)
+                    block.module.register_forward_hook, _Hook(self._on_block_output, block.path), with_kwargs=True
+                )
                 logger.debug("Hooked %s.%s (depth %d)", type(root).__name__, block.path, block.depth)
         self.users.append(user)
         self._update_reads()
@@ -202,14 +202,18 @@ class _Engine:
         elif self.last_skip is not None:
             why = f"The last call of {model} was not captured because {self.last_skip}."
         elif self.forwards == 0:
-            why = (f"No training forward of {model} has run since the hooks were attached. (A model compiled "
-                   "whole with torch.compile before attaching never runs hooks added later.)")
+            why = (
+                f"No training forward of {model} has run since the hooks were attached. (A model compiled "
+                "whole with torch.compile before attaching never runs hooks added later.)"
+            )
         elif all(user in self.pending.get(p, ()) for p in missing):
             why = f"The last training forward of {model} did not call {names}."
         else:
             why = "Its activations were already used since the last training forward."
-        return (f"`{caller}` found no activations from {names}. {why} Run the model's training forward "
-                f"before calling `{caller}`, once per forward.")
+        return (
+            f"`{caller}` found no activations from {names}. {why} Run the model's training forward "
+            f"before calling `{caller}`, once per forward."
+        )
 
 
 # Dynamo inlines the hooks into a whole-model graph; under regional compilation they run as plain Python, never
@@ -243,8 +247,9 @@ class BlockCapture:
         ```
     """
 
-    def __init__(self, model: nn.Module, blocks: Sequence[Union[int, str, Block]], *,
-                 layout: Optional[BlockLayout] = None):
+    def __init__(
+        self, model: nn.Module, blocks: Sequence[Union[int, str, Block]], *, layout: Optional[BlockLayout] = None
+    ):
         check_torch()
         check_not_compiled_yet(model)
         root = unwrap(model)
@@ -253,8 +258,11 @@ class BlockCapture:
         self.all_blocks = list_blocks(root, self.layout)
         chosen: dict[str, Block] = {}
         for ref in blocks:
-            block = ref if isinstance(ref, Block) else resolve(ref, self.all_blocks, name="block",
-                                                               model_name=self.model_name)
+            block = (
+                ref
+                if isinstance(ref, Block)
+                else resolve(ref, self.all_blocks, name="block", model_name=self.model_name)
+            )
             chosen.setdefault(block.path, block)
         if not chosen:
             raise LayerSyncError("`BlockCapture` needs at least one block, got none.")

@@ -15,12 +15,18 @@ from .. import __version__
 
 # command -> (module, one-line help). One line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("layersync_hooks.commands.demo",
-             "Train a small PixArt on generated shapes with LayerSync (--compare: and without)."),
-    "layouts": ("layersync_hooks.commands.layouts",
-                "List the layout table: each model class, its block stacks, target tokens and depths."),
-    "probe": ("layersync_hooks.commands.probe",
-              "Measure block-to-block similarity and recommend student/teacher pairs."),
+    "demo": (
+        "layersync_hooks.commands.demo",
+        "Train a small PixArt on generated shapes with LayerSync (--compare: and without).",
+    ),
+    "layouts": (
+        "layersync_hooks.commands.layouts",
+        "List the layout table: each model class, its block stacks, target tokens and depths.",
+    ),
+    "probe": (
+        "layersync_hooks.commands.probe",
+        "Measure block-to-block similarity and recommend student/teacher pairs.",
+    ),
 }
 
 

@@ -25,12 +25,28 @@ logger = logging.getLogger(__name__)
 
 # Released models whose config is not the class default: (label, init kwargs). Only the block layout matters.
 REFERENCE_CONFIGS = {
-    "UNet2DConditionModel": ("SDXL, Kolors", dict(
-        block_out_channels=(320, 640, 1280), attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))),
-    "LatteTransformer3DModel": ("Latte-1", dict(num_layers=28, sample_size=64, patch_size=2, in_channels=4,
-                                                num_attention_heads=16, attention_head_dim=72, caption_channels=4096)),
+    "UNet2DConditionModel": (
+        "SDXL, Kolors",
+        dict(
+            block_out_channels=(320, 640, 1280),
+            attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, 2, 10),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+    ),
+    "LatteTransformer3DModel": (
+        "Latte-1",
+        dict(
+            num_layers=28,
+            sample_size=64,
+            patch_size=2,
+            in_channels=4,
+            num_attention_heads=16,
+            attention_head_dim=72,
+            caption_channels=4096,
+        ),
+    ),
 }
 # Classes whose default config cannot be built (required sizes default to None): the `__init__` argument that
 # holds each stack's block count.
@@ -67,8 +83,9 @@ class LayoutRow:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--markdown", action="store_true",
-                        help="print the Markdown table docs/supported-models.md carries")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the Markdown table docs/supported-models.md carries"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,14 +139,18 @@ def _stacks_cell(row: LayoutRow) -> str:
 
 
 def _tokens_cell(row: LayoutRow) -> str:
-    return "; ".join(f"`{stack.path}`: {describe_tokens(stack)}" if len(row.stacks) > 1 else describe_tokens(stack)
-                     for stack, _ in row.stacks)
+    return "; ".join(
+        f"`{stack.path}`: {describe_tokens(stack)}" if len(row.stacks) > 1 else describe_tokens(stack)
+        for stack, _ in row.stacks
+    )
 
 
 def markdown(rows: tuple[LayoutRow, ...]) -> str:
     """The docs table: supported classes, then the ones LayerSync refuses and why."""
-    lines = ["| class | model | stacks in depth order (blocks) | target tokens | depths | student <- teacher |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| class | model | stacks in depth order (blocks) | target tokens | depths | student <- teacher |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.unsupported is None:
             depths = f"1..{r.depth}" if r.depth else "-"

@@ -38,13 +38,15 @@ class Latents:
     def __call__(self, inputs) -> int:
         latents = inputs.model_arg(self.arg)
         if not isinstance(latents, torch.Tensor):
-            raise LayerSyncError(f"LayerSync needs the model argument `{self.arg}` to count the image tokens, got "
-                                 f"{type(latents).__name__}.")
+            raise LayerSyncError(
+                f"LayerSync needs the model argument `{self.arg}` to count the image tokens, got "
+                f"{type(latents).__name__}."
+            )
         if self.patch is None or (self.packed_3d and latents.dim() == 3):
             return latents.shape[1]
         patch = _config_value(inputs, self.patch)
         patch = tuple(_config_value(inputs, p) for p in patch) if isinstance(patch, (tuple, list)) else patch
-        dims = latents.shape[2:] if isinstance(patch, int) else latents.shape[-len(patch):]
+        dims = latents.shape[2:] if isinstance(patch, int) else latents.shape[-len(patch) :]
         patch = (patch,) * len(dims) if isinstance(patch, int) else patch
         sizes = [d // p for d, p in zip(dims, patch)]
         if self.condition_frames:

@@ -90,8 +90,8 @@ def layout_for(model: nn.Module, layout: Optional[BlockLayout] = None) -> BlockL
         raise UnknownModelError(
             f"LayerSync found no transformer block stack in `{type(model).__name__}`: no layout is registered "
             "for it and it has no nn.ModuleList of two or more blocks of one class. Pass "
-            "`layout=BlockLayout(stacks=(\"blocks\",))` naming its ModuleList of blocks, or call "
-            f"`register_layout({type(model).__name__!r}, BlockLayout(stacks=(\"blocks\",)))`."
+            '`layout=BlockLayout(stacks=("blocks",))` naming its ModuleList of blocks, or call '
+            f'`register_layout({type(model).__name__!r}, BlockLayout(stacks=("blocks",)))`.'
         )
     logger.info("No layout registered for %s; using its only block stack %r.", type(model).__name__, stack)
     return BlockLayout(stacks=(stack,))

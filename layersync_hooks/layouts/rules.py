@@ -38,7 +38,7 @@ def span(hidden: torch.Tensor, start: Count, count: Count) -> tuple[torch.Tensor
     """`hidden[b, start_b : start_b + count_b]` for every row, compacted to `(B, max count, D)`; no host sync."""
     start, count = _uniform(start), _uniform(count)
     if isinstance(start, int) and isinstance(count, int):
-        return hidden[:, start:start + count], None
+        return hidden[:, start : start + count], None
     batch, length = hidden.shape[:2]
     if isinstance(count, torch.Tensor):
         raise LayerSyncError("A token count must be Python ints (a tensor count would need a host sync).")
@@ -72,7 +72,7 @@ class Span:
         tokens, mask = span(hidden, _resolve(self.start, inputs), _resolve(self.count, inputs))
         valid = inputs.model_arg(self.valid) if self.valid else None
         if valid is not None:
-            valid = valid[:, :tokens.shape[1]].bool()
+            valid = valid[:, : tokens.shape[1]].bool()
             mask = valid if mask is None else mask & valid
         return tokens, mask
 
@@ -94,7 +94,7 @@ class Last:
         count = _uniform(_resolve(self.count, inputs))
         if not isinstance(count, int):
             raise LayerSyncError(f"`Last` needs one token count for the whole batch, got {count}.")
-        hidden = hidden[:, hidden.shape[1] - count:]
+        hidden = hidden[:, hidden.shape[1] - count :]
         return self.then(hidden, inputs) if self.then is not None else (hidden, None)
 
     def __str__(self):
@@ -122,8 +122,9 @@ class Marked:
     def __call__(self, hidden, inputs):
         marks = inputs.model_arg(self.arg)
         if marks is None:
-            raise LayerSyncError(f"LayerSync reads the target tokens from `{self.arg}`, but the model was called "
-                                 "without it.")
+            raise LayerSyncError(
+                f"LayerSync reads the target tokens from `{self.arg}`, but the model was called without it."
+            )
         if self.column is not None:
             marks = marks[..., self.column]
         return hidden, (marks == self.value).expand(hidden.shape[:2])
@@ -200,8 +201,7 @@ class ZImageTarget:
                 counts.append(self._tokens(sample, patch))
                 continue
             start = sum(self._padded(len(c)) for c in caption) if self.unified else 0
-            start += sum(self._padded(self._tokens(x, patch)) if x is not None else self.multiple
-                         for x in sample[:-1])
+            start += sum(self._padded(self._tokens(x, patch)) if x is not None else self.multiple for x in sample[:-1])
             starts.append(start)
             counts.append(self._tokens(sample[-1], patch))
         return span(hidden, starts, counts)

@@ -42,8 +42,10 @@ def _repeated_blocks(model: nn.Module) -> Optional[str]:
     """Stable Cascade runs each block of a level once per repeat mapper + 1: one hook would see several calls."""
     repeats = [*model.config.down_blocks_repeat_mappers, *model.config.up_blocks_repeat_mappers]
     if any(r > 1 for r in repeats):
-        return (f"its blocks run several times per forward (blocks repeat mappers {tuple(repeats)}), so one block "
-                "has no single output to align. The Stage C prior (no repeats) is supported.")
+        return (
+            f"its blocks run several times per forward (blocks repeat mappers {tuple(repeats)}), so one block "
+            "has no single output to align. The Stage C prior (no repeats) is supported."
+        )
     return None
 
 
@@ -55,33 +57,45 @@ LONGCAT_TARGET = Marked("img_ids", value=1, column=0)
 LAYOUTS: dict[str, BlockLayout] = {
     # -- joint-attention MMDiTs: blocks return (encoder_hidden_states, hidden_states) -----------------------------
     "FluxTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks", output=1, rule=FLUX_TARGET),
-    "Flux2Transformer2DModel": BlockLayout(stacks=(
-        Stack("transformer_blocks", output=1, rule=FLUX_TARGET),
-        Stack("single_transformer_blocks", rule=Last(IMAGE, then=FLUX_TARGET)))),  # one [text; image] tensor
-    "Flux3Transformer2DModel": BlockLayout(stacks=(
-        Stack("mode_blocks.image"), Stack("single_transformer_blocks", output=1, rule=Span(IMAGE)))),
-    "ChromaTransformer2DModel": BlockLayout(stacks=(
-        Stack("transformer_blocks", output=1), Stack("single_transformer_blocks", rule=Last(IMAGE)))),
+    "Flux2Transformer2DModel": BlockLayout(
+        stacks=(
+            Stack("transformer_blocks", output=1, rule=FLUX_TARGET),
+            Stack("single_transformer_blocks", rule=Last(IMAGE, then=FLUX_TARGET)),
+        )
+    ),  # one [text; image] tensor
+    "Flux3Transformer2DModel": BlockLayout(
+        stacks=(Stack("mode_blocks.image"), Stack("single_transformer_blocks", output=1, rule=Span(IMAGE)))
+    ),
+    "ChromaTransformer2DModel": BlockLayout(
+        stacks=(Stack("transformer_blocks", output=1), Stack("single_transformer_blocks", rule=Last(IMAGE)))
+    ),
     "SD3Transformer2DModel": _stacks("transformer_blocks", output=1),  # its last block returns (None, hidden)
-    "AuraFlowTransformer2DModel": BlockLayout(stacks=(
-        Stack("joint_transformer_blocks", output=1),
-        Stack("single_transformer_blocks", rule=_image_last()))),  # [text + 8 registers; image]
+    "AuraFlowTransformer2DModel": BlockLayout(
+        stacks=(Stack("joint_transformer_blocks", output=1), Stack("single_transformer_blocks", rule=_image_last()))
+    ),  # [text + 8 registers; image]
     "LongCatImageTransformer2DModel": _stacks(
-        "transformer_blocks", "single_transformer_blocks", output=1, rule=LONGCAT_TARGET),
+        "transformer_blocks", "single_transformer_blocks", output=1, rule=LONGCAT_TARGET
+    ),
     "OvisImageTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks", output=1),
     "BriaTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks", output=1),
-    "BriaFiboTransformer2DModel": BlockLayout(stacks=(
-        Stack("transformer_blocks", output=1, rule=FLUX_TARGET),  # edit references: img_ids[..., 0] = 1, 2, ...
-        Stack("single_transformer_blocks", rule=Last(IMAGE, then=FLUX_TARGET)))),
+    "BriaFiboTransformer2DModel": BlockLayout(
+        stacks=(
+            Stack("transformer_blocks", output=1, rule=FLUX_TARGET),  # edit references: img_ids[..., 0] = 1, 2, ...
+            Stack("single_transformer_blocks", rule=Last(IMAGE, then=FLUX_TARGET)),
+        )
+    ),
     "QwenImageTransformer2DModel": _stacks(
-        "transformer_blocks", output=1, rule=Span(ImageShapes("img_shapes", all_but_last="use_layer3d_rope"))),
+        "transformer_blocks", output=1, rule=Span(ImageShapes("img_shapes", all_but_last="use_layer3d_rope"))
+    ),
     "Krea2Transformer2DModel": _stacks("transformer_blocks", rule=Last(IMAGE)),  # one [text; image] tensor
     # -- blocks that return (hidden_states, encoder_hidden_states) ---------------------------------------------------
     "HunyuanVideoTransformer3DModel": _stacks("transformer_blocks", "single_transformer_blocks"),
     "HunyuanVideo15Transformer3DModel": _stacks("transformer_blocks"),
     "HunyuanVideoFramepackTransformer3DModel": _stacks(  # [history; noisy]
-        "transformer_blocks", "single_transformer_blocks",
-        rule=_image_last(patch=("patch_size_t", "patch_size", "patch_size"))),
+        "transformer_blocks",
+        "single_transformer_blocks",
+        rule=_image_last(patch=("patch_size_t", "patch_size", "patch_size")),
+    ),
     "HunyuanImageTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks"),
     "MotifVideoTransformer3DModel": _stacks("transformer_blocks", "single_transformer_blocks"),
     "CogVideoXTransformer3DModel": _stacks("transformer_blocks"),
@@ -94,8 +108,10 @@ LAYOUTS: dict[str, BlockLayout] = {
     "JoyImageEditTransformer3DModel": _stacks("double_blocks", rule=_image_first()),  # target moved first
     "JoyImageEditPlusTransformer3DModel": _stacks("double_blocks", rule=Span(ImageShapes("shape_list"))),
     "HiDreamImageTransformer2DModel": _stacks(  # double blocks return (image, text); single: [image; text]
-        "double_stream_blocks", "single_stream_blocks",
-        rule=Span(Latents("hidden_states", patch="patch_size", packed_3d=True), valid="hidden_states_masks")),
+        "double_stream_blocks",
+        "single_stream_blocks",
+        rule=Span(Latents("hidden_states", patch="patch_size", packed_3d=True), valid="hidden_states_masks"),
+    ),
     "LTX2VideoTransformer3DModel": _stacks("transformer_blocks"),  # (video, audio)
     "Kandinsky6Transformer3DModel": _stacks("visual_transformer_blocks"),  # (visual, audio or None)
     # -- blocks that return the image tokens alone ------------------------------------------------------------------
@@ -109,7 +125,8 @@ LAYOUTS: dict[str, BlockLayout] = {
     "WanTransformer3DModel": _stacks("blocks"),
     "WanVACETransformer3DModel": _stacks("blocks"),  # not vace_blocks: a control branch added to the main stream
     "WanAnimateTransformer3DModel": _stacks(  # latent frame 0 is the reference slot; the pipeline drops it
-        "blocks", rule=Last(Latents("hidden_states", patch="patch_size", condition_frames=1))),
+        "blocks", rule=Last(Latents("hidden_states", patch="patch_size", condition_frames=1))
+    ),
     "WanAnimate2Transformer3DModel": _stacks("blocks"),
     "SkyReelsV2Transformer3DModel": _stacks("blocks"),
     "ChronoEditTransformer3DModel": _stacks("blocks"),
@@ -127,20 +144,31 @@ LAYOUTS: dict[str, BlockLayout] = {
     "LongCatAudioDiTTransformer": _stacks("blocks"),
     "LatteTransformer3DModel": _stacks("transformer_blocks"),  # spatial blocks, (B*F, H*W, D): every token is video
     # -- joint single streams with the target somewhere inside -------------------------------------------------------
-    "Lumina2Transformer2DModel": BlockLayout(stacks=(  # [caption_b; image; padding], caption length per sample
-        Stack("noise_refiner"),
-        Stack("layers", rule=Span(Latents("hidden_states", patch="patch_size"),
-                                    start=Valid("encoder_attention_mask"))))),
-    "ZImageTransformer2DModel": BlockLayout(stacks=(
-        Stack("noise_refiner", rule=ZImageTarget(unified=False)),
-        Stack("layers", rule=ZImageTarget(unified=True)))),
+    "Lumina2Transformer2DModel": BlockLayout(
+        stacks=(  # [caption_b; image; padding], caption length per sample
+            Stack("noise_refiner"),
+            Stack(
+                "layers", rule=Span(Latents("hidden_states", patch="patch_size"), start=Valid("encoder_attention_mask"))
+            ),
+        )
+    ),
+    "ZImageTransformer2DModel": BlockLayout(
+        stacks=(
+            Stack("noise_refiner", rule=ZImageTarget(unified=False)),
+            Stack("layers", rule=ZImageTarget(unified=True)),
+        )
+    ),
     "OmniGenTransformer2DModel": _stacks("layers", rule=_image_last()),  # [condition; time token; image]
     "ErnieImageTransformer2DModel": _stacks("layers", rule=SequenceFirst(_image_first())),  # (S, B, D): [image; text]
-    "BriaFibo2Transformer2DModel": BlockLayout(stacks=(  # layers: [gist; image; context] or [image; context; gist]
-        Stack("noise_refiner", rule=_image_first()),
-        Stack("layers", rule=Span(Latents("hidden_states", patch="patch_size"), start=FirstMarked("noise_mask"))))),
+    "BriaFibo2Transformer2DModel": BlockLayout(
+        stacks=(  # layers: [gist; image; context] or [image; context; gist]
+            Stack("noise_refiner", rule=_image_first()),
+            Stack("layers", rule=Span(Latents("hidden_states", patch="patch_size"), start=FirstMarked("noise_mask"))),
+        )
+    ),
     "QwenImage21Transformer2DModel": _stacks(  # interleaved text and condition images, the target image last
-        "transformer_blocks", rule=Last(ImageShapes("img_shapes", index=-1))),
+        "transformer_blocks", rule=Last(ImageShapes("img_shapes", index=-1))
+    ),
     "Ideogram4Transformer2DModel": _stacks("layers", rule=Marked("indicator", value=2)),  # OUTPUT_IMAGE_INDICATOR
     "MiniMaxH3Transformer3DModel": _stacks("transformer_blocks", rule=Indexed("video_indices")),
     "HeliosTransformer3DModel": _stacks("blocks", rule=_image_last()),  # [history; noisy]
@@ -149,15 +177,25 @@ LAYOUTS: dict[str, BlockLayout] = {
     "MiniMaxMusic3Transformer1DModel": _stacks("transformer_blocks", rule=_image_last(patch=1)),  # [time; audio]
     # -- UNets -------------------------------------------------------------------------------------------------------
     "UNet2DConditionModel": _unet(),  # SD 1.x/2.x, SDXL, Kolors: BasicTransformerBlocks, width changes per level
-    "StableCascadeUNet": BlockLayout(stacks=tuple(  # the attention block ends each res/timestep/attention triple
-        Stack(path, rule=ChannelsFirst(), blocks=("SDCascadeAttnBlock",))
-        for path in ("down_blocks.*", "up_blocks.*")), check=_repeated_blocks),
+    "StableCascadeUNet": BlockLayout(
+        stacks=tuple(  # the attention block ends each res/timestep/attention triple
+            Stack(path, rule=ChannelsFirst(), blocks=("SDCascadeAttnBlock",))
+            for path in ("down_blocks.*", "up_blocks.*")
+        ),
+        check=_repeated_blocks,
+    ),
     # -- cannot be aligned --------------------------------------------------------------------------------------------
-    "Cosmos3OmniTransformer": BlockLayout(unsupported=(
-        "its layers run one packed (tokens, channels) sequence with no batch axis, mixing understanding and "
-        "generation tokens of every sample.")),
-    "AnyFlowFARTransformer3DModel": BlockLayout(unsupported=(
-        "its causal rollout packs compressed context frames, the noisy frames and clean frames into one sequence "
-        "under a FlexAttention block mask, and where its noisy tokens sit has not been proven with the gradient "
-        "probe (FlexAttention has no CPU backward), so LayerSync does not guess.")),
+    "Cosmos3OmniTransformer": BlockLayout(
+        unsupported=(
+            "its layers run one packed (tokens, channels) sequence with no batch axis, mixing understanding and "
+            "generation tokens of every sample."
+        )
+    ),
+    "AnyFlowFARTransformer3DModel": BlockLayout(
+        unsupported=(
+            "its causal rollout packs compressed context frames, the noisy frames and clean frames into one sequence "
+            "under a FlexAttention block mask, and where its noisy tokens sit has not been proven with the gradient "
+            "probe (FlexAttention has no CPU backward), so LayerSync does not guess."
+        )
+    ),
 }

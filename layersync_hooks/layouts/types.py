@@ -25,8 +25,12 @@ class CallInputs:
     names through the signature, never read from `kwargs` alone.
     """
 
-    def __init__(self, model: nn.Module, model_call: Optional[tuple[tuple, dict]],
-                 block_arguments: Optional[dict[str, Any]] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        model_call: Optional[tuple[tuple, dict]],
+        block_arguments: Optional[dict[str, Any]] = None,
+    ):
         self.model = model  # rules read patch sizes and flags from `model.config`
         self._model_call = model_call
         self._model_arguments: Optional[dict[str, Any]] = None
@@ -65,8 +69,7 @@ class TokenRule(Protocol):
     capture keeps those and never the block's input activations.
     """
 
-    def __call__(self, hidden: torch.Tensor, inputs: CallInputs) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        ...
+    def __call__(self, hidden: torch.Tensor, inputs: CallInputs) -> tuple[torch.Tensor, Optional[torch.Tensor]]: ...
 
 
 def rule_block_args(rule: Any) -> tuple[str, ...]:
@@ -148,7 +151,7 @@ class BlockLayout:
         if isinstance(self.stacks, (str, Stack)) or not self.stacks:
             raise LayerSyncConfigError(
                 f"`BlockLayout.stacks` must be a non-empty tuple of stacks, got {self.stacks!r}; "
-                "write `BlockLayout(stacks=(\"blocks\",))` for one stack."
+                'write `BlockLayout(stacks=("blocks",))` for one stack.'
             )
         stacks = tuple(Stack(s) if isinstance(s, str) else s for s in self.stacks)
         paths = [s.path for s in stacks]

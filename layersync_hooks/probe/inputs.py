@@ -61,43 +61,61 @@ def _flux(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
     h, w = s.height // 2, s.width // 2
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     img_ids = torch.stack((torch.zeros_like(rows), rows, cols), -1).reshape(-1, 3).to(d.device, d.dtype)
-    inputs = dict(hidden_states=d.noisy(sigma, s.batch, h * w, c.in_channels),
-                  encoder_hidden_states=d.text(s, c.joint_attention_dim),
-                  pooled_projections=d.randn(s.batch, c.pooled_projection_dim), timestep=d.full(sigma, s),
-                  img_ids=img_ids, txt_ids=torch.zeros(s.text_tokens, 3, device=d.device, dtype=d.dtype))
+    inputs = dict(
+        hidden_states=d.noisy(sigma, s.batch, h * w, c.in_channels),
+        encoder_hidden_states=d.text(s, c.joint_attention_dim),
+        pooled_projections=d.randn(s.batch, c.pooled_projection_dim),
+        timestep=d.full(sigma, s),
+        img_ids=img_ids,
+        txt_ids=torch.zeros(s.text_tokens, 3, device=d.device, dtype=d.dtype),
+    )
     if c.guidance_embeds:
         inputs["guidance"] = d.full(3.5, s)
     return inputs
 
 
 def _sd3(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
-    return dict(hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
-                encoder_hidden_states=d.text(s, c.joint_attention_dim),
-                pooled_projections=d.randn(s.batch, c.pooled_projection_dim), timestep=d.full(1000 * sigma, s))
+    return dict(
+        hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
+        encoder_hidden_states=d.text(s, c.joint_attention_dim),
+        pooled_projections=d.randn(s.batch, c.pooled_projection_dim),
+        timestep=d.full(1000 * sigma, s),
+    )
 
 
 def _pixart(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
     conditions = {"resolution": None, "aspect_ratio": None}
     if c.use_additional_conditions or (c.use_additional_conditions is None and c.sample_size == 128):  # as diffusers
         pixels = torch.tensor([[8.0 * s.height, 8.0 * s.width]] * s.batch)  # the VAE's 8x downsampling
-        conditions = {"resolution": pixels.to(d.device, d.dtype),
-                      "aspect_ratio": d.ones(s.batch, 1) * (s.height / s.width)}
-    return dict(hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
-                encoder_hidden_states=d.text(s, c.caption_channels or c.cross_attention_dim),
-                timestep=d.full(1000 * sigma, s), added_cond_kwargs=conditions)
+        conditions = {
+            "resolution": pixels.to(d.device, d.dtype),
+            "aspect_ratio": d.ones(s.batch, 1) * (s.height / s.width),
+        }
+    return dict(
+        hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
+        encoder_hidden_states=d.text(s, c.caption_channels or c.cross_attention_dim),
+        timestep=d.full(1000 * sigma, s),
+        added_cond_kwargs=conditions,
+    )
 
 
 def _sana(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
-    inputs = dict(hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
-                  encoder_hidden_states=d.text(s, c.caption_channels), timestep=d.full(1000 * sigma, s))
+    inputs = dict(
+        hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
+        encoder_hidden_states=d.text(s, c.caption_channels),
+        timestep=d.full(1000 * sigma, s),
+    )
     if getattr(c, "guidance_embeds", False):
         inputs["guidance"] = d.full(4.5, s)
     return inputs
 
 
 def _wan(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
-    inputs = dict(hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.frames, s.height, s.width),
-                  encoder_hidden_states=d.text(s, c.text_dim), timestep=d.full(1000 * sigma, s))
+    inputs = dict(
+        hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.frames, s.height, s.width),
+        encoder_hidden_states=d.text(s, c.text_dim),
+        timestep=d.full(1000 * sigma, s),
+    )
     if c.image_dim is not None:  # image-to-video: 257 CLIP image tokens
         inputs["encoder_hidden_states_image"] = d.randn(s.batch, 257, c.image_dim)
     return inputs
@@ -105,29 +123,39 @@ def _wan(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
 
 def _qwen_image(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
     h, w = s.height // 2, s.width // 2
-    inputs = dict(hidden_states=d.noisy(sigma, s.batch, h * w, c.in_channels),
-                  encoder_hidden_states=d.text(s, c.joint_attention_dim),
-                  encoder_hidden_states_mask=torch.ones(s.batch, s.text_tokens, dtype=torch.int64, device=d.device),
-                  timestep=d.full(sigma, s), img_shapes=[[(1, h, w)]] * s.batch)
+    inputs = dict(
+        hidden_states=d.noisy(sigma, s.batch, h * w, c.in_channels),
+        encoder_hidden_states=d.text(s, c.joint_attention_dim),
+        encoder_hidden_states_mask=torch.ones(s.batch, s.text_tokens, dtype=torch.int64, device=d.device),
+        timestep=d.full(sigma, s),
+        img_shapes=[[(1, h, w)]] * s.batch,
+    )
     if c.guidance_embeds:
         inputs["guidance"] = d.full(4.0, s)
     return inputs
 
 
 def _hunyuan_video(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
-    inputs = dict(hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.frames, s.height, s.width),
-                  timestep=d.full(1000 * sigma, s), encoder_hidden_states=d.text(s, c.text_embed_dim),
-                  encoder_attention_mask=d.ones(s.batch, s.text_tokens),
-                  pooled_projections=d.randn(s.batch, c.pooled_projection_dim))
+    inputs = dict(
+        hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.frames, s.height, s.width),
+        timestep=d.full(1000 * sigma, s),
+        encoder_hidden_states=d.text(s, c.text_embed_dim),
+        encoder_attention_mask=d.ones(s.batch, s.text_tokens),
+        pooled_projections=d.randn(s.batch, c.pooled_projection_dim),
+    )
     if c.guidance_embeds:
         inputs["guidance"] = d.full(6.0 * 1000, s)  # the pipeline passes guidance_scale * 1000
     return inputs
 
 
 def _cosmos(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
-    inputs = dict(hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.frames, s.height, s.width),
-                  timestep=d.full(1000 * sigma, s), encoder_hidden_states=d.text(s, c.text_embed_dim),
-                  attention_mask=d.ones(s.batch, s.text_tokens), fps=24)
+    inputs = dict(
+        hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.frames, s.height, s.width),
+        timestep=d.full(1000 * sigma, s),
+        encoder_hidden_states=d.text(s, c.text_embed_dim),
+        attention_mask=d.ones(s.batch, s.text_tokens),
+        fps=24,
+    )
     if c.concat_padding_mask:
         inputs["padding_mask"] = torch.zeros(s.batch, 1, s.height, s.width, device=d.device, dtype=d.dtype)
     return inputs
@@ -135,8 +163,11 @@ def _cosmos(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
 
 def _dit(c, d: _Draw, s: ProbeSize, sigma: float) -> dict:
     labels = torch.randint(0, c.num_embeds_ada_norm, (s.batch,), generator=d.generator).to(d.device)
-    return dict(hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
-                timestep=d.full(1000 * sigma, s, dtype=torch.long), class_labels=labels)
+    return dict(
+        hidden_states=d.noisy(sigma, s.batch, c.in_channels, s.height, s.width),
+        timestep=d.full(1000 * sigma, s, dtype=torch.long),
+        class_labels=labels,
+    )
 
 
 InputBuilder = Callable[[Any, _Draw, ProbeSize, float], dict]

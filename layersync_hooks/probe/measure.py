@@ -61,8 +61,15 @@ def _capturing(model: nn.Module):
             parameter.requires_grad_(requires_grad)
 
 
-def probe(model: nn.Module, batches: Iterable[tuple[float, dict]], *, layout: Optional[BlockLayout] = None,
-          cka_tokens: int = 1024, top: int = 3, progress: bool = True) -> ProbeResult:
+def probe(
+    model: nn.Module,
+    batches: Iterable[tuple[float, dict]],
+    *,
+    layout: Optional[BlockLayout] = None,
+    cka_tokens: int = 1024,
+    top: int = 3,
+    progress: bool = True,
+) -> ProbeResult:
     r"""
     Block-by-block similarity of the target tokens of `model`, averaged over the batches of each noise level.
 
@@ -94,8 +101,9 @@ def probe(model: nn.Module, batches: Iterable[tuple[float, dict]], *, layout: Op
     cosine = torch.stack([torch.stack(cosines).mean(0) for _, cosines, _ in per_level.values()])
     cka = torch.stack([torch.stack(ckas).mean(0) for _, _, ckas in per_level.values()])
     levels = [level for level, _, _ in per_level.values()]
-    return ProbeResult(type(root).__name__, blocks, levels, cosine, cka,
-                       recommend(cosine.mean(0), cka.mean(0), top=top))
+    return ProbeResult(
+        type(root).__name__, blocks, levels, cosine, cka, recommend(cosine.mean(0), cka.mean(0), top=top)
+    )
 
 
 def _progress(batches: list, enabled: bool):
@@ -118,28 +126,39 @@ def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
         path = path / "transformer"  # a pipeline folder
     config_path = path / "config.json" if path.is_dir() else path
     if not config_path.is_file():
-        raise FileNotFoundError(f"No diffusers model config at {str(config_path)!r}: pass a model folder with a "
-                                "config.json (weights optional) or the config.json itself.")
+        raise FileNotFoundError(
+            f"No diffusers model config at {str(config_path)!r}: pass a model folder with a "
+            "config.json (weights optional) or the config.json itself."
+        )
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as error:
-        raise LayerSyncError(f"{str(config_path)!r} is not valid JSON ({error}); pass a diffusers model's "
-                             "config.json.") from None
+        raise LayerSyncError(
+            f"{str(config_path)!r} is not valid JSON ({error}); pass a diffusers model's config.json."
+        ) from None
     name = config.get("_class_name") if isinstance(config, dict) else None
     model_class = getattr(diffusers, name, None) if isinstance(name, str) else None
     if not (isinstance(model_class, type) and issubclass(model_class, diffusers.ModelMixin)):
         what = "has no `_class_name`"
         if name:
-            what = (f"names {name!r}, which is not a model class of diffusers {diffusers.__version__}" if model_class
-                    else f"names model class {name!r}, which diffusers {diffusers.__version__} does not have")
-        raise LayerSyncError(f"{str(config_path)!r} {what}: the probe needs the config.json of a diffusers model "
-                             "(as written by `save_pretrained` or `save_config`).")
+            what = (
+                f"names {name!r}, which is not a model class of diffusers {diffusers.__version__}"
+                if model_class
+                else f"names model class {name!r}, which diffusers {diffusers.__version__} does not have"
+            )
+        raise LayerSyncError(
+            f"{str(config_path)!r} {what}: the probe needs the config.json of a diffusers model "
+            "(as written by `save_pretrained` or `save_config`)."
+        )
     folder = config_path.parent
     if any(any(folder.glob(pattern)) for pattern in _WEIGHTS):
         model = model_class.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
     else:
-        warnings.warn(f"No weights next to {str(config_path)!r}: probing a randomly initialised {name}. The map "
-                      "then shows the architecture at initialisation, not what training learned.", stacklevel=2)
+        warnings.warn(
+            f"No weights next to {str(config_path)!r}: probing a randomly initialised {name}. The map "
+            "then shows the architecture at initialisation, not what training learned.",
+            stacklevel=2,
+        )
         model = model_class.from_config(config)
         model = model.to(dtype) if dtype != torch.float32 else model
     return model.to(device)

@@ -46,8 +46,9 @@ def cosine_matrix(activations: Sequence[Activation]) -> torch.Tensor:
     out = torch.full((len(tokens), len(tokens)), float("nan"))
     for members in _by_key(tokens, lambda hidden: tuple(hidden.shape)):
         # Sum over tokens of unit-vector dot products = one dot product of the flattened, masked unit tokens.
-        units = torch.stack([(F.normalize(tokens[i][0], dim=-1, eps=EPS) * tokens[i][1][:, None]).flatten()
-                             for i in members.tolist()])
+        units = torch.stack(
+            [(F.normalize(tokens[i][0], dim=-1, eps=EPS) * tokens[i][1][:, None]).flatten() for i in members.tolist()]
+        )
         masks = torch.stack([tokens[i][1] for i in members.tolist()]).float()
         mean = (units @ units.T) / (masks @ masks.T).clamp_min(1)
         out[members[:, None], members] = mean.clamp(-1, 1).cpu()
@@ -96,19 +97,28 @@ def recommend(cosine: torch.Tensor, cka: torch.Tensor, *, top: int = 3) -> list[
     if not usable:
         raise LayerSyncError("No two blocks have target tokens of the same shape, so no pair can be aligned.")
     heuristic = [pair for pair in candidate_pairs(n) if pair in usable]
-    pairs = sorted(heuristic or usable, key=lambda p: (abs(p[0] - best[0]) + abs(p[1] - best[1]),
-                                                        float(cosine[p[0] - 1, p[1] - 1]), p))
+    pairs = sorted(
+        heuristic or usable,
+        key=lambda p: (abs(p[0] - best[0]) + abs(p[1] - best[1]), float(cosine[p[0] - 1, p[1] - 1]), p),
+    )
     decoder = _decoder_start(cka)
     out = []
     for student, teacher in pairs[:top]:
         c, k = float(cosine[student - 1, teacher - 1]), float(cka[student - 1, teacher - 1])
-        reasons = _reasons(student, teacher, n, decoder) if heuristic else [
-            "no pair that follows the paper heuristic has blocks whose target tokens have the same shape; "
-            "this is the closest pair LayerSync can align"]
+        reasons = (
+            _reasons(student, teacher, n, decoder)
+            if heuristic
+            else [
+                "no pair that follows the paper heuristic has blocks whose target tokens have the same shape; "
+                "this is the closest pair LayerSync can align"
+            ]
+        )
         reasons.append(f"measured: cosine {c:.3f}, linear CKA {k:.3f}")
         if c >= ALIGNED:
-            reasons.append(f"cosine >= {ALIGNED}: already nearly aligned, so LayerSync pulls little (expected "
-                           "for untrained or adaLN-zero weights; probe trained weights for a meaningful map)")
+            reasons.append(
+                f"cosine >= {ALIGNED}: already nearly aligned, so LayerSync pulls little (expected "
+                "for untrained or adaLN-zero weights; probe trained weights for a meaningful map)"
+            )
         out.append(Recommendation(student, teacher, c, k, tuple(reasons)))
     return out
 
@@ -117,15 +127,22 @@ def _reasons(student: int, teacher: int, n: int, decoder: Optional[int]) -> list
     """Why a pair that follows the heuristic was chosen, in the paper's terms."""
     last = last_teacher_depth(n)
     early = "past the first blocks (the paper: 8 of 28)" if student > 1 or n >= 8 else "too few blocks to skip one"
-    late = (f"outside the last 20%, depths {last + 1}-{n}, which act as a decoder" if last < n
-            else "too few blocks to keep a decoder out")
-    reasons = [f"student {student} of {n} ({student / n:.0%} deep): {early}",
-               f"teacher {teacher} of {n} ({teacher / n:.0%} deep): {late}",
-               f"gap of {teacher - student} blocks ({(teacher - student) / n:.0%} of the depth): a real gap "
-               "(6 <- 9 of 28 was too close)"]
+    late = (
+        f"outside the last 20%, depths {last + 1}-{n}, which act as a decoder"
+        if last < n
+        else "too few blocks to keep a decoder out"
+    )
+    reasons = [
+        f"student {student} of {n} ({student / n:.0%} deep): {early}",
+        f"teacher {teacher} of {n} ({teacher / n:.0%} deep): {late}",
+        f"gap of {teacher - student} blocks ({(teacher - student) / n:.0%} of the depth): a real gap "
+        "(6 <- 9 of 28 was too close)",
+    ]
     if decoder is not None and student < decoder <= teacher:
-        reasons.append(f"blocks from depth {decoder} on have CKA >= 0.9 with the last block: the decoder may "
-                       f"start there; a teacher below {decoder} is safer")
+        reasons.append(
+            f"blocks from depth {decoder} on have CKA >= 0.9 with the last block: the decoder may "
+            f"start there; a teacher below {decoder} is safer"
+        )
     return reasons
 
 
@@ -136,4 +153,3 @@ def _decoder_start(cka: torch.Tensor, threshold: float = 0.9) -> Optional[int]:
     while start > 1 and close[start - 2]:
         start -= 1
     return start if start < len(close) else None
-

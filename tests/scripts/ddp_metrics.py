@@ -25,8 +25,13 @@ loss = pred.pow(2).mean() + layersync.loss()
 accelerator.backward(loss)
 optimizer.step()
 local = layersync._sums.tolist()
-row = {"rank": rank, "world": accelerator.num_processes, "distributed": str(accelerator.distributed_type),
-       "local": local, "metrics": layersync.metrics()}
+row = {
+    "rank": rank,
+    "world": accelerator.num_processes,
+    "distributed": str(accelerator.distributed_type),
+    "local": local,
+    "metrics": layersync.metrics(),
+}
 (Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(row))
 # Tear the gloo group down before exit: left to interpreter shutdown, a rank can abort with
 # "terminate called without an active exception" (SIGABRT) after its work is done.

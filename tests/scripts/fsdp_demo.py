@@ -25,8 +25,12 @@ from layersync_hooks.commands.demo.train import DEFAULT_CONFIG, build_model, flo
 def shard(model, mode):
     """Wrap every block, then the root; returns the model to train and how many block parameters are sharded."""
     if mode == "fsdp1":
-        model = FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({BasicTransformerBlock}),
-                                         device_id=torch.device("cpu"), use_orig_params=True)
+        model = FullyShardedDataParallel(
+            model,
+            auto_wrap_policy=ModuleWrapPolicy({BasicTransformerBlock}),
+            device_id=torch.device("cpu"),
+            use_orig_params=True,
+        )
         units = [m for m in model.modules() if isinstance(m, FullyShardedDataParallel)]
         return model, len(units) - 1  # one unit per block, plus the root
     for block in model.transformer_blocks:
@@ -44,8 +48,9 @@ def train(mode, out_dir, steps, global_batch):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     rows = []
     for step in range(steps):
-        [batch] = data.micro_batches(step, rank=rank, batch_size=global_batch // world, num_processes=world,
-                                     accumulation=1)
+        [batch] = data.micro_batches(
+            step, rank=rank, batch_size=global_batch // world, num_processes=world, accumulation=1
+        )
         loss = flow_matching_loss(model, batch)
         (loss + layersync.loss()).backward()
         if mode == "fsdp1":
@@ -57,8 +62,14 @@ def train(mode, out_dir, steps, global_batch):
         mean = loss.detach().clone()
         dist.all_reduce(mean)
         rows.append({"step": step + 1, "loss": mean.item() / world, **layersync.metrics()})
-    result = {"rank": rank, "world": world, "backend": dist.get_backend(), "wrapper": type(model).__name__,
-              "sharded": sharded, "history": rows}
+    result = {
+        "rank": rank,
+        "world": world,
+        "backend": dist.get_backend(),
+        "wrapper": type(model).__name__,
+        "sharded": sharded,
+        "history": rows,
+    }
     (Path(out_dir) / f"{mode}-rank{rank}.json").write_text(json.dumps(result))
     layersync.remove()
 

@@ -20,26 +20,45 @@ from .train import load_layersync_config, resume_dir, train
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_positive, default=400, help="Optimizer steps (default 400).")
     parser.add_argument("--batch-size", type=_positive, default=32, help="Images per process per micro-step.")
-    parser.add_argument("--gradient-accumulation-steps", type=_positive, default=1,
-                        help="Micro-steps per optimizer step (the update equals one batch that many times larger).")
+    parser.add_argument(
+        "--gradient-accumulation-steps",
+        type=_positive,
+        default=1,
+        help="Micro-steps per optimizer step (the update equals one batch that many times larger).",
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate.")
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="Gradient clipping norm.")
     parser.add_argument("--output-dir", default="layersync_runs/demo", help="Where runs, metrics and plots go.")
-    parser.add_argument("--config", default=None,
-                        help="A LayerSync JSON (e.g. configs/demo.json); default: student 3 <- teacher 6, weight 0.2.")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="A LayerSync JSON (e.g. configs/demo.json); default: student 3 <- teacher 6, weight 0.2.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Fixes the images, the initial weights and every batch.")
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--no-layersync", action="store_true", help="Train without the LayerSync term (baseline).")
     runs.add_argument("--compare", action="store_true", help="Train with and without LayerSync; plot both.")
-    parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
-                        help="Continue from the run's last saved state (or from PATH, an accelerate save_state "
-                             "folder) up to --steps; its curves continue too.")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="PATH",
+        help="Continue from the run's last saved state (or from PATH, an accelerate save_state "
+        "folder) up to --steps; its curves continue too.",
+    )
     parser.add_argument("--eval-every", type=_positive, default=50, help="Validation loss every N steps.")
-    parser.add_argument("--checkpoint-every", type=_not_negative, default=0,
-                        help="Also save the training state every N steps (it is always saved at the end).")
-    parser.add_argument("--report-to", default="auto",
-                        help="Accelerate tracker: 'tensorboard', 'wandb', ..., 'none'; "
-                             "'auto' = TensorBoard if installed.")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_not_negative,
+        default=0,
+        help="Also save the training state every N steps (it is always saved at the end).",
+    )
+    parser.add_argument(
+        "--report-to",
+        default="auto",
+        help="Accelerate tracker: 'tensorboard', 'wandb', ..., 'none'; 'auto' = TensorBoard if installed.",
+    )
 
 
 def _not_negative(text: str) -> int:
@@ -58,11 +77,18 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.resume not in (None, "latest") and args.compare:
-        raise ValueError("--resume PATH names one run's state; with --compare use plain --resume "
-                         "(each run continues from its own folder).")
+        raise ValueError(
+            "--resume PATH names one run's state; with --compare use plain --resume "
+            "(each run continues from its own folder)."
+        )
     output = Path(args.output_dir)
-    plans = [("layersync", True), ("baseline", False)] if args.compare else \
-        [("baseline", False)] if args.no_layersync else [("layersync", True)]
+    plans = (
+        [("layersync", True), ("baseline", False)]
+        if args.compare
+        else [("baseline", False)]
+        if args.no_layersync
+        else [("layersync", True)]
+    )
     load_layersync_config(args.config)  # a bad --config or --resume fails here, before any training
     for name, _ in plans:
         resume_dir(args, output / name)
@@ -89,8 +115,10 @@ def _report(output: Path, summaries: dict) -> None:
     for name in summaries:
         run_dir = output / name
         tensorboard = f", TensorBoard {run_dir / 'tensorboard'}" if (run_dir / "tensorboard").is_dir() else ""
-        print(f"{name}: metrics {run_dir / 'metrics.json'} (and .csv), curves {run_dir / 'curves.png'}, "
-              f"checkpoint {run_dir / 'model'}, training state {run_dir / 'state'}{tensorboard}")
+        print(
+            f"{name}: metrics {run_dir / 'metrics.json'} (and .csv), curves {run_dir / 'curves.png'}, "
+            f"checkpoint {run_dir / 'model'}, training state {run_dir / 'state'}{tensorboard}"
+        )
     if len(summaries) > 1:
         print(f"comparison: {output / 'compare.png'}, {output / 'compare.json'}")
     for name, summary in summaries.items():

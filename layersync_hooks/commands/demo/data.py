@@ -101,8 +101,9 @@ class ShapesData:
         t = torch.rand(size, generator=g)
         return Batch(images, noise, t, self.captions[self.labels[index]])
 
-    def micro_batches(self, step: int, *, rank: int, batch_size: int, num_processes: int,
-                      accumulation: int) -> list[Batch]:
+    def micro_batches(
+        self, step: int, *, rank: int, batch_size: int, num_processes: int, accumulation: int
+    ) -> list[Batch]:
         """This process's share of the global batch of `step`: one micro-batch per accumulation micro-step."""
         batch = self.global_batch(step, batch_size * num_processes * accumulation)
         starts = [(micro_step * num_processes + rank) * batch_size for micro_step in range(accumulation)]

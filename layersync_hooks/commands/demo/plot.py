@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-PANELS = (("loss", "train flow-matching loss (smoothed)"), ("val_loss", "validation flow-matching loss"),
-          ("layersync_similarity", "student-teacher cosine similarity (smoothed)"))
+PANELS = (
+    ("loss", "train flow-matching loss (smoothed)"),
+    ("val_loss", "validation flow-matching loss"),
+    ("layersync_similarity", "student-teacher cosine similarity (smoothed)"),
+)
 
 
 def smooth(values: Sequence[float], window: int) -> list[float]:

@@ -25,13 +25,26 @@ from .plot import plot_runs
 logger = logging.getLogger(__name__)
 
 # The embedded default (also configs/demo.json): the paper heuristic for 12 blocks, `recommend_pair(12)`.
-DEFAULT_CONFIG = {"layersync_enabled": True, "layersync_student_block": 3, "layersync_teacher_block": 6,
-                  "layersync_lambda": 0.2}
+DEFAULT_CONFIG = {
+    "layersync_enabled": True,
+    "layersync_student_block": 3,
+    "layersync_teacher_block": 6,
+    "layersync_lambda": 0.2,
+}
 
 # A real diffusers class, built from config: 12 blocks of width 128 over 8x8 = 64 patch tokens (3.3M parameters).
-MODEL_CONFIG = dict(sample_size=IMAGE_SIZE, in_channels=3, out_channels=3, patch_size=2, num_layers=12,
-                    num_attention_heads=4, attention_head_dim=32, cross_attention_dim=128,
-                    caption_channels=CAPTION_CHANNELS, use_additional_conditions=False)
+MODEL_CONFIG = dict(
+    sample_size=IMAGE_SIZE,
+    in_channels=3,
+    out_channels=3,
+    patch_size=2,
+    num_layers=12,
+    num_attention_heads=4,
+    attention_head_dim=32,
+    cross_attention_dim=128,
+    caption_channels=CAPTION_CHANNELS,
+    use_additional_conditions=False,
+)
 _NO_CONDITIONS = {"resolution": None, "aspect_ratio": None}
 
 
@@ -47,8 +60,9 @@ def flow_matching_loss(model, batch: Batch) -> torch.Tensor:
     """Rectified-flow loss: predict the velocity `noise - image` at `x_t = (1 - t) image + t noise`."""
     t = batch.t.view(-1, 1, 1, 1)
     noisy = (1 - t) * batch.images + t * batch.noise
-    prediction = model(noisy, encoder_hidden_states=batch.captions, timestep=batch.t * 1000,
-                       added_cond_kwargs=_NO_CONDITIONS).sample
+    prediction = model(
+        noisy, encoder_hidden_states=batch.captions, timestep=batch.t * 1000, added_cond_kwargs=_NO_CONDITIONS
+    ).sample
     return F.mse_loss(prediction.float(), (batch.noise - batch.images).float())
 
 
@@ -85,13 +99,21 @@ def load_layersync_config(path: Optional[str]) -> LayerSyncConfig:
     if not config.enabled:
         raise ValueError(
             f"--config {path} turns LayerSync off (`layersync_enabled` is false or missing). Set "
-            "`\"layersync_enabled\": true` in it; for a run without LayerSync pass --no-layersync instead."
+            '`"layersync_enabled": true` in it; for a run without LayerSync pass --no-layersync instead.'
         )
     return config
 
 
-def optimizer_step(accelerator, model, optimizer, layersync: LayerSync, micro_batches: list[Batch], *,
-                   use_layersync: bool, max_grad_norm: float) -> torch.Tensor:
+def optimizer_step(
+    accelerator,
+    model,
+    optimizer,
+    layersync: LayerSync,
+    micro_batches: list[Batch],
+    *,
+    use_layersync: bool,
+    max_grad_norm: float,
+) -> torch.Tensor:
     """One optimizer step over this process's micro-batches, as a diffusers script takes it: the LayerSync term
     is added to the loss before `accelerator.backward`. Returns this process's mean flow-matching loss."""
     task = torch.zeros((), device=accelerator.device)
@@ -114,8 +136,10 @@ def resume_dir(args, run_dir: Path) -> Optional[Path]:
         return None
     path = run_dir / "state" if args.resume == "latest" else Path(args.resume)
     if not (path / "custom_checkpoint_0.pkl").is_file():
-        raise FileNotFoundError(f"--resume: no saved training state in {path}. Run without --resume first, "
-                                "or pass --resume PATH to a `state` folder written by a previous run.")
+        raise FileNotFoundError(
+            f"--resume: no saved training state in {path}. Run without --resume first, "
+            "or pass --resume PATH to a `state` folder written by a previous run."
+        )
     return path
 
 
@@ -130,8 +154,9 @@ def make_accelerator(args, run_dir: Path):
     elif report_to == "none":
         report_to = None
     project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir))
-    return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps, log_with=report_to,
-                       project_config=project)
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, log_with=report_to, project_config=project
+    )
 
 
 def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
@@ -155,21 +180,38 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         if state.step >= args.steps:
-            raise ValueError(f"--resume: the state in {resume_from} is already at step {state.step}; "
-                             f"pass --steps larger than {state.step} to train on.")
-    accelerator.init_trackers("tensorboard", config={k: v for k, v in vars(args).items()
-                                                     if isinstance(v, (int, float, str, bool))})
+            raise ValueError(
+                f"--resume: the state in {resume_from} is already at step {state.step}; "
+                f"pass --steps larger than {state.step} to train on."
+            )
+    accelerator.init_trackers(
+        "tensorboard", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    )
     world, accumulation = accelerator.num_processes, args.gradient_accumulation_steps
-    accelerator.print(f"[{name}] {type(accelerator.unwrap_model(model)).__name__}, {layersync!r}; "
-                      f"LayerSync term {'added to the loss' if use_layersync else 'measured, not trained on'}. "
-                      f"Batch {args.batch_size} x {world} processes x {accumulation} accumulation = "
-                      f"{args.batch_size * world * accumulation} per step ({accelerator.distributed_type}).")
+    accelerator.print(
+        f"[{name}] {type(accelerator.unwrap_model(model)).__name__}, {layersync!r}; "
+        f"LayerSync term {'added to the loss' if use_layersync else 'measured, not trained on'}. "
+        f"Batch {args.batch_size} x {world} processes x {accumulation} accumulation = "
+        f"{args.batch_size * world * accumulation} per step ({accelerator.distributed_type})."
+    )
     progress = tqdm(total=args.steps, initial=state.step, desc=name, disable=not accelerator.is_local_main_process)
     started = time.perf_counter()
     while state.step < args.steps:
-        task = optimizer_step(accelerator, model, optimizer, layersync, data.micro_batches(
-            state.step, rank=accelerator.process_index, batch_size=args.batch_size, num_processes=world,
-            accumulation=accumulation), use_layersync=use_layersync, max_grad_norm=args.max_grad_norm)
+        task = optimizer_step(
+            accelerator,
+            model,
+            optimizer,
+            layersync,
+            data.micro_batches(
+                state.step,
+                rank=accelerator.process_index,
+                batch_size=args.batch_size,
+                num_processes=world,
+                accumulation=accumulation,
+            ),
+            use_layersync=use_layersync,
+            max_grad_norm=args.max_grad_norm,
+        )
         state.step += 1
         row = {"step": state.step, "loss": accelerator.reduce(task, reduction="mean").item(), **layersync.metrics()}
         if not use_layersync:
@@ -186,11 +228,19 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
             accelerator.save_state(str(state_dir))
     progress.close()
     accelerator.save_state(str(state_dir))
-    summary = {"run": name, "layersync": use_layersync, "config": config.to_dict(),
-               "num_processes": world, "distributed_type": str(accelerator.distributed_type),
-               "gradient_accumulation_steps": accumulation, "batch_size": args.batch_size, "steps": state.step,
-               "seconds": round(time.perf_counter() - started, 2), "final": final_numbers(state.history),
-               "history": state.history}
+    summary = {
+        "run": name,
+        "layersync": use_layersync,
+        "config": config.to_dict(),
+        "num_processes": world,
+        "distributed_type": str(accelerator.distributed_type),
+        "gradient_accumulation_steps": accumulation,
+        "batch_size": args.batch_size,
+        "steps": state.step,
+        "seconds": round(time.perf_counter() - started, 2),
+        "final": final_numbers(state.history),
+        "history": state.history,
+    }
     _write_outputs(accelerator, model, summary, run_dir)
     accelerator.end_training()
     layersync.remove()
@@ -219,7 +269,7 @@ def _write_outputs(accelerator, model, summary: dict[str, Any], run_dir: Path) -
 
 def final_numbers(history: list[dict[str, float]]) -> dict[str, float]:
     """The last validation loss, and the train loss and similarity averaged over the last 10% of steps."""
-    tail = history[-max(1, len(history) // 10):]
+    tail = history[-max(1, len(history) // 10) :]
     numbers = {}
     for key in ("loss", "layersync_similarity"):  # no similarity after a `layersync_stop_step`
         values = [row[key] for row in tail if key in row]

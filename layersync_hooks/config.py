@@ -253,7 +253,9 @@ class LayerSyncConfig:
 
         Bad flags and values raise `LayerSyncConfigError` (never argparse's exit), naming the flag.
         """
-        parser = cls.add_arguments(argparse.ArgumentParser(prog="layersync", add_help=False, exit_on_error=False))
+        # No abbreviations: argparse exits on an ambiguous one (`--layersync_s`) even with exit_on_error=False.
+        parser = argparse.ArgumentParser(prog="layersync", add_help=False, allow_abbrev=False, exit_on_error=False)
+        parser = cls.add_arguments(parser)
         try:
             args, unknown = parser.parse_known_args(list(argv))
         except argparse.ArgumentError as error:

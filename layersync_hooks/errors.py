@@ -35,3 +35,19 @@ class ShapeMismatchError(LayerSyncError, ValueError):
 
 class CompiledModelError(LayerSyncError, RuntimeError):
     """The model was compiled whole with `torch.compile` and ran before the hooks were attached."""
+
+
+class UsageError(LayerSyncError, ValueError):
+    """A command's argument, input file or output folder cannot be used; the command line prints it as
+    `error: ...` and exits with 2, before any work starts."""
+
+
+def copy_refused(handle: object) -> LayerSyncError:
+    """The error for copying or pickling a `LayerSync` or `BlockCapture`: a handle on hooks in one model."""
+    name = type(handle).__name__
+    return LayerSyncError(
+        f"A {name} cannot be copied or pickled: it is a handle on the hooks of one model, and a copy would report "
+        "hooks it does not have. Save its `state_dict()` (LayerSync) and build a new one on the model you want to "
+        "align, e.g. `LayerSync.from_config(model, layersync.config)`. The model itself can be copied and saved: "
+        "a copy carries no LayerSync hook."
+    )

@@ -15,7 +15,7 @@ from torch import nn
 
 from .capture import Block, BlockCapture, describe, list_blocks, resolve, unwrap
 from .config import BlockRef, LayerSyncConfig, Pair
-from .errors import BlockIndexError, LayerSyncConfigError, LayerSyncError
+from .errors import BlockIndexError, LayerSyncConfigError, LayerSyncError, copy_refused
 from .heuristic import default_teacher
 from .layouts import BlockLayout, layout_for
 from .loss import token_similarity
@@ -107,6 +107,7 @@ class LayerSync:
         # checks it for a whole-model compile.
         self._given_model = weakref.ref(model)
         self._step = 0  # optimizer steps (see schedule.py), saved by state_dict()
+        self._targets_checked = False  # whether a loss() has checked that the token rules select tokens
         self._removed = False
         self._capture: Optional[BlockCapture] = None
         self._reset_metrics()
@@ -121,6 +122,9 @@ class LayerSync:
         )
         if len({(s.path, t.path) for s, t in self.pairs}) != len(self.pairs):
             raise LayerSyncConfigError(f"`pairs={list(config.pairs)}` name the same blocks twice; keep each once.")
+        if self._layout.level is not None:
+            for student, teacher in self.pairs:
+                _check_same_level(student, teacher, self.model, self._layout.level)
         self._sync_hooks()
         for student, teacher in self.pairs:
             logger.info(
@@ -183,7 +187,12 @@ class LayerSync:
 
     # -- the term --------------------------------------------------------------------------------------------
     def loss(self) -> torch.Tensor:
-        """The weighted LayerSync term of the last training forward, a 0-dim float32 tensor. No host sync."""
+        """The weighted LayerSync term of the last training forward, a 0-dim float32 tensor.
+
+        No host sync, except once, at the first call of the run, for layouts whose token rules select tokens with
+        a mask: a forward whose inputs select no target token at all (e.g. Flux position ids unlike the
+        pipeline's) is an error there, not a silent zero term.
+        """
         state = self.state
         if state == "removed":
             raise LayerSyncError("`LayerSync.loss()` was called after `remove()`; the hooks are gone.")
@@ -191,6 +200,7 @@ class LayerSync:
             self._count_step()
             return torch.zeros((), device=self._device())
         activations = self._capture.pop(caller="LayerSync.loss()")
+        self._check_students_learn(activations)
         masks = [_both(activations[s.path].mask, activations[t.path].mask) for s, t in self.pairs]
         similarities = [
             token_similarity(activations[s.path].hidden, activations[t.path].hidden, mask=mask)
@@ -200,12 +210,22 @@ class LayerSync:
         weight = self.weight
         term = -weight * similarity
         per_pair = similarities if len(similarities) > 1 else []
-        stats = torch.stack([term, similarity, _unaligned_share(masks, term), *per_pair]).detach()
+        unaligned = _unaligned_share(masks, term)
+        if not self._targets_checked and any(mask is not None for mask in masks):
+            self._check_aligned(float(unaligned), "in the first training forward")  # the one host sync
+        self._targets_checked = True
+        stats = torch.stack([term, similarity, unaligned, *per_pair]).detach()
         self._sums = stats if self._sums is None else self._sums + stats
         self._weights += weight
         self._count += 1
         self._count_step()
         return term
+
+    def _check_students_learn(self, activations: Mapping[str, Any]) -> None:
+        """A student whose tokens need no gradient (it and everything before it frozen) would train nothing."""
+        frozen = [student for student, _ in self.pairs if not activations[student.path].hidden.requires_grad]
+        if frozen:
+            raise LayerSyncError(_no_gradient_message(frozen, self._capture.all_blocks, type(self.model).__name__))
 
     def _count_step(self) -> None:
         if ends_optimizer_step():
@@ -252,7 +272,7 @@ class LayerSync:
             logs["layersync_weight"] = weights / count
         return logs
 
-    def _check_aligned(self, share: float) -> None:
+    def _check_aligned(self, share: float, when: str = "since the last metrics()") -> None:
         """Token rules read the model's inputs; inputs unlike the pipeline's can select no target token."""
         if share == 0:
             return
@@ -260,8 +280,8 @@ class LayerSync:
             sorted({f"{b.stack.path}: {b.stack.rule}" for pair in self.pairs for b in pair if b.stack.rule is not None})
         )
         message = (
-            f"LayerSync's token rules ({rules}) selected no target token in {share:.0%} of the samples since "
-            f"the last metrics(), so those samples got no LayerSync gradient. The rules read the model's "
+            f"LayerSync's token rules ({rules}) selected no target token in {share:.0%} of the samples {when}, "
+            f"so those samples got no LayerSync gradient. The rules read the model's "
             "inputs: pass them as the family's diffusers pipeline builds them (e.g. Flux `img_ids[..., 0]` "
             "is 0 on the target image), or give `layout=` a rule that fits your inputs."
         )
@@ -287,13 +307,22 @@ class LayerSync:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the state saved by `state_dict` (accelerate's `load_state`). Past `stop_step`, the hooks go."""
+        step = state.get("step") if isinstance(state, Mapping) else None
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise LayerSyncConfigError(
+                f"A LayerSync state needs `step`, the optimizer steps done, as an integer >= 0; got "
+                f"{state!r}. Pass a state saved by `LayerSync.state_dict()`."
+            )
         saved = state.get("pairs", [[state.get("student"), state.get("teacher")]])  # also the 0.1.0 form
-        if [list(pair) for pair in saved] != self.state_dict()["pairs"]:
+        ours = self.state_dict()
+        if [list(pair) for pair in saved] != ours["pairs"] or state.get("weight", ours["weight"]) != ours["weight"]:
             warnings.warn(
-                f"Restoring LayerSync state saved for blocks {saved} into one on {self.state_dict()['pairs']}.",
+                f"Restoring LayerSync state saved for blocks {saved} with weight {state.get('weight')} into one on "
+                f"{ours['pairs']} with weight {ours['weight']}: the step count is restored, the config's blocks and "
+                "weight are kept.",
                 stacklevel=2,
             )
-        self._step = int(state["step"])
+        self._step = step
         self._sync_hooks()
 
     def __enter__(self):
@@ -301,6 +330,12 @@ class LayerSync:
 
     def __exit__(self, *exc):
         self.remove()
+
+    def __deepcopy__(self, memo):
+        raise copy_refused(self)
+
+    def __reduce_ex__(self, protocol):
+        raise copy_refused(self)
 
     def __repr__(self):
         name = type(self.model).__name__
@@ -343,6 +378,45 @@ def _resolve_pair(
             f"({teacher.path}, depth {teacher.depth}). An equal pair has exactly zero gradient."
         )
     return student, teacher
+
+
+def _check_same_level(student: Block, teacher: Block, model: nn.Module, level) -> None:
+    """In a UNet the tokens change shape from level to level; blocks of two levels cannot be compared."""
+    levels = level(model, student.path), level(model, teacher.path)
+    if levels[0] != levels[1]:
+        raise LayerSyncConfigError(
+            f"The student {student.path} (depth {student.depth}) works at resolution level {levels[0]} of "
+            f"{type(model).__name__} and the teacher {teacher.path} (depth {teacher.depth}) at level {levels[1]}: "
+            "their tokens differ in number and width, so they cannot be compared token by token. Choose a "
+            "teacher at the student's level (`layersync-hooks layouts` lists the blocks)."
+        )
+
+
+def _no_gradient_message(frozen: Sequence[Block], blocks: Sequence[Block], model_name: str) -> str:
+    trainable = [b for b in blocks if any(p.requires_grad for p in b.module.parameters())]
+    students = ", ".join(f"{b.path} (depth {b.depth})" for b in frozen)
+    if trainable:
+        where = f"the blocks that train are at depths {_ranges([b.depth for b in trainable])}"
+        fix = f"choose a student at depth {trainable[0].depth} or deeper (with a deeper teacher)"
+    else:
+        where = f"no block of {model_name} has a parameter that trains"
+        fix = "train the blocks (or LoRA on them)"
+    return (
+        f"LayerSync's student {students} gets no gradient: neither it nor anything before it has a parameter "
+        f"that trains, so the LayerSync term would change nothing. In this model {where}. To fix: {fix}, or "
+        "train the student's block too (for LoRA, e.g. diffusers' `--lora_layers`)."
+    )
+
+
+def _ranges(depths: Sequence[int]) -> str:
+    """'1-4, 9, 12-13' for sorted depths."""
+    spans: list[list[int]] = []
+    for depth in depths:
+        if spans and depth == spans[-1][1] + 1:
+            spans[-1][1] = depth
+        else:
+            spans.append([depth, depth])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _unaligned_share(masks: Sequence[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ aligns. The two must be equal, row by row, and the loss must equal a cosine comp
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -18,9 +19,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from tiny_models import TINY, build, prediction
 
-from layersync_hooks import LayerSync
+from layersync_hooks import BlockCapture, BlockLayout, LayerSync
 from layersync_hooks.capture import list_blocks
-from layersync_hooks.errors import ShapeMismatchError
+from layersync_hooks.errors import LayerSyncConfigError, ShapeMismatchError
 from layersync_hooks.layouts import LAYOUTS, lookup_layout
 
 WEIGHT = 0.5
@@ -300,13 +301,39 @@ def test_every_supported_row_is_probed():
     assert supported <= probed, sorted(supported - probed)
 
 
-def test_unet_pair_across_resolutions_names_both_shapes():
-    """An SDXL student and teacher at different resolutions is a clear error naming both token shapes."""
+@pytest.mark.parametrize("family", ["SDXL", "Kolors"])
+def test_unet_pair_across_resolution_levels_is_refused_at_attach(family):
+    """A UNet student and teacher at two resolution levels fail at attach, naming both blocks and levels; every
+    pair at one level attaches."""
+    model, _ = build(family)
+    blocks = BlockCapture(model, [1]).all_blocks
+    shapes = {
+        "SDXL": {"down_blocks.1": 1, "down_blocks.2": 2, "mid_block": 2, "up_blocks.0": 2, "up_blocks.1": 1},
+        "Kolors": {"down_blocks.1": 1, "mid_block": 1, "up_blocks.0": 1},
+    }[family]
+
+    def level(block):
+        return next(value for prefix, value in shapes.items() if block.path.startswith(prefix + "."))
+
+    for student in blocks:
+        for teacher in blocks[student.depth :]:
+            if level(student) == level(teacher):
+                LayerSync(model, student_block=student.path, teacher_block=teacher.path).remove()
+                continue
+            match = rf"student {re.escape(student.path)} .*level {level(student)}.*teacher {re.escape(teacher.path)}"
+            with pytest.raises(LayerSyncConfigError, match=match + rf".*level {level(teacher)}"):
+                LayerSync(model, student_block=student.path, teacher_block=teacher.path)
+
+
+def test_pair_with_different_token_shapes_names_both_shapes():
+    """A layout without levels still cannot compare blocks of two shapes: loss() names both token shapes."""
     model, inputs = build("SDXL")
+    layout = BlockLayout(stacks=LAYOUTS["UNet2DConditionModel"].stacks)  # the table's stacks, without its levels
     layersync = LayerSync(
         model,
         student_block="down_blocks.1.attentions.0.transformer_blocks.0",
         teacher_block="down_blocks.2.attentions.0.transformer_blocks.0",
+        layout=layout,
     )
     prediction(model, inputs)
     with pytest.raises(ShapeMismatchError, match=r"\(2, 64, 32\).*\(2, 16, 64\).*same resolution level"):

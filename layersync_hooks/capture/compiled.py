@@ -9,12 +9,13 @@ forward. Hooks registered after its first call never run: Dynamo does not guard 
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 from torch import nn
 
 from ..errors import CompiledModelError
 from .blocks import wrappers
-from .torch_internals import has_compiled_code
+from .torch_internals import dynamo_broke_on_checkpoint_side_effects, has_compiled_code
 
 
 def is_compiled_whole(model: nn.Module) -> bool:
@@ -47,4 +48,25 @@ def check_not_compiled_yet(model: nn.Module) -> None:
         f"{name}.forward already has torch.compile code in this process: if this model runs through a "
         f"compiled wrapper, the hooks attached now will never run. {fix}",
         stacklevel=3,
+    )
+
+
+def checkpointing_hint(model: nn.Module) -> Optional[str]:
+    """Why a compiled, checkpointed forward stored nothing, when that is the cause; else None.
+
+    Under gradient checkpointing a hook's store is a side effect inside each checkpointed block, which a
+    whole-model compile drops unless Dynamo is told that it need not be replayed in the backward recomputation.
+    """
+    if not (getattr(model, "is_gradient_checkpointing", False) and dynamo_broke_on_checkpoint_side_effects()):
+        return None
+    from torch._dynamo import config  # imported already: the model ran compiled code
+
+    if config.skip_fwd_side_effects_in_bwd_under_checkpoint:
+        return None
+    return (
+        f"{type(model).__name__} runs compiled with gradient checkpointing, and Dynamo drops the hooks' stores "
+        "inside checkpointed blocks unless told they need not be replayed in the backward recomputation. Set "
+        "`torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True` before the first compiled "
+        "call (LayerSync ignores that recomputation anyway), or compile the blocks only "
+        "(`model.compile_repeated_blocks()`)."
     )

@@ -18,11 +18,11 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..errors import LayerSyncError, MissingActivationsError
+from ..errors import LayerSyncError, MissingActivationsError, copy_refused
 from ..layouts import BlockLayout, layout_for
 from .arguments import argument_picker
 from .blocks import Block, list_blocks, resolve, unwrap
-from .compiled import check_not_compiled_yet
+from .compiled import check_not_compiled_yet, checkpointing_hint
 from .selection import Activation, select
 from .torch_internals import check_torch, in_backward, never_compiled_alone, remove_hook
 
@@ -37,10 +37,15 @@ class Stored(NamedTuple):
 
 
 class _Hook:
-    """A hook that calls into its engine. Copied with the model (`copy.deepcopy`, pickling), it becomes `_Inert`:
-    a copy (an EMA model, a saved model) must never capture, and must stay picklable."""
+    """A hook that calls into its engine.
 
-    def __init__(self, function: Callable, *bound: Any):
+    Copied with its module (`copy.deepcopy(model)` for an EMA copy, pickling for `torch.save(model)`), it becomes
+    `_Inert`: a copy must never capture and must stay picklable. A deep copy is also reported to the engine, which
+    takes the inert entries off the copy at its next training forward or at `remove()`.
+    """
+
+    def __init__(self, engine: _Engine, module: nn.Module, function: Callable, *bound: Any):
+        self.engine, self.module = engine, weakref.ref(module)
         self.function, self.bound = function, bound
         self.id: Optional[int] = None  # the hook's key in the module's hook dicts, set once registered
 
@@ -48,6 +53,9 @@ class _Hook:
         return self.function(*self.bound, *args)
 
     def __deepcopy__(self, memo):
+        copied = memo.get(id(self.module()))  # deepcopy records the module's copy before copying its hook dicts
+        if copied is not None:
+            self.engine.copies.append((weakref.ref(copied), self.id))
         return _Inert(self.id)
 
     def __reduce__(self):
@@ -55,7 +63,7 @@ class _Hook:
 
 
 class _Inert:
-    """What a copy of the model holds in place of a LayerSync hook: at its first call it removes itself."""
+    """What a copy of the model holds in place of a LayerSync hook: it does nothing and removes itself when called."""
 
     def __init__(self, hook_id: Optional[int]):
         self.hook_id = hook_id
@@ -104,20 +112,24 @@ class _Engine:
         self.model_call: Optional[tuple[tuple, dict]] = None
         self.forwards = 0
         self.last_skip: Optional[str] = None
+        self.copies: list[tuple[weakref.ref, int]] = []  # (a deep copy of a hooked module, the inert hook's id)
 
     # -- users and hooks ---------------------------------------------------------------------------------
     def add(self, user: BlockCapture) -> None:
         root = self.root()
         if not self.users:
+            on_call, on_return = _Hook(self, root, self._on_model_call), _Hook(self, root, self._on_model_return)
             self.root_handles = (
-                _register(root.register_forward_pre_hook, _Hook(self._on_model_call), with_kwargs=True),
-                _register(root.register_forward_hook, _Hook(self._on_model_return), with_kwargs=True, always_call=True),
+                _register(root.register_forward_pre_hook, on_call, with_kwargs=True),
+                _register(root.register_forward_hook, on_return, with_kwargs=True, always_call=True),
             )
         for block in user.blocks:
             if block.path not in self.block_handles:
                 self.modules[block.path] = weakref.ref(block.module)
                 self.block_handles[block.path] = _register(
-                    block.module.register_forward_hook, _Hook(self._on_block_output, block.path), with_kwargs=True
+                    block.module.register_forward_hook,
+                    _Hook(self, block.module, self._on_block_output, block.path),
+                    with_kwargs=True,
                 )
                 logger.debug("Hooked %s.%s (depth %d)", type(root).__name__, block.path, block.depth)
         self.users.append(user)
@@ -133,15 +145,27 @@ class _Engine:
             self.modules.pop(path)
             self.buffer.pop(path, None)
         self._update_reads()
+        self.purge_copies()
         if not self.users:
             for handle in self.root_handles:
                 handle.remove()
             self.root_handles = ()
-            self.buffer.clear()
-            self.model_call, self.armed = None, False
+            self._disarm()
             root = self.root()
             if root is not None:
                 self._by_root.pop(root, None)
+
+    def purge_copies(self) -> None:
+        """Take the inert hooks off the deep copies made of hooked modules (an EMA copy carries no stale hook)."""
+        for copied, hook_id in self.copies:
+            if copied() is not None:
+                remove_hook(copied(), hook_id)
+        self.copies.clear()
+
+    def _disarm(self) -> None:
+        self.buffer.clear()
+        self.pending = {}
+        self.model_call, self.armed = None, False
 
     def _update_reads(self) -> None:
         blocks = {b.path: b for u in self.users for b in u.blocks}.values()
@@ -150,15 +174,21 @@ class _Engine:
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _on_model_call(self, module, args, kwargs):
-        if module is not self.root() or self.armed:
+        if module is not self.root():
             return None
+        if self.copies:
+            self.purge_copies()
+        if self.armed and not in_backward():
+            # The previous forward never returned: a BaseException (KeyboardInterrupt, SystemExit) skips the
+            # root's always-call hook, which only runs for an Exception. Its half-captured blocks must not pair
+            # with this forward's: start from a clean buffer, whatever happened.
+            self._disarm()
         active = [user for user in self.users if not user.is_paused]
         self.last_skip = _skip_reason(module, bool(active))
         if self.last_skip is not None:
             return None
         # A new training forward: release the previous one's activations, even if nobody took them.
-        self.buffer.clear()
-        self.pending = {}
+        self._disarm()
         for user in active:
             for block in user.blocks:
                 self.pending.setdefault(block.path, set()).add(user)
@@ -198,7 +228,7 @@ class _Engine:
         model = type(self.root()).__name__
         names = ", ".join(repr(p) for p in missing)
         if self.armed:
-            why = f"The forward of {model} has not returned yet."
+            why = f"The forward of {model} has not returned yet (or an exception stopped it)."
         elif self.last_skip is not None:
             why = f"The last call of {model} was not captured because {self.last_skip}."
         elif self.forwards == 0:
@@ -207,7 +237,8 @@ class _Engine:
                 "whole with torch.compile before attaching never runs hooks added later.)"
             )
         elif all(user in self.pending.get(p, ()) for p in missing):
-            why = f"The last training forward of {model} did not call {names}."
+            hint = checkpointing_hint(self.root())
+            why = hint or f"The last training forward of {model} did not call {names}."
         else:
             why = "Its activations were already used since the last training forward."
         return (
@@ -220,6 +251,18 @@ class _Engine:
 # as compiled frames of their own (one per hooked block would reach the recompile limit).
 for _code in (_Hook.__call__, _Engine._on_model_call, _Engine._on_model_return, _Engine._on_block_output):
     never_compiled_alone(_code)
+
+
+def _check_called_once(block: Block, blocks: Sequence[Block]) -> None:
+    """One module object at two positions of the stacks runs twice per forward, and one hook cannot tell the two
+    calls apart: a student and teacher on it would compare a block with itself (cosine 1, zero gradient)."""
+    others = [other.path for other in blocks if other.module is block.module and other.path != block.path]
+    if others:
+        raise LayerSyncError(
+            f"Block {block.path!r} (depth {block.depth}) is the same module object as {others}: the model calls it "
+            "at each of these positions, and a hook on it cannot tell which call is which. Choose a block whose "
+            "module appears once in the stacks."
+        )
 
 
 def _register(register: Callable, hook: _Hook, **options) -> Any:
@@ -267,6 +310,8 @@ class BlockCapture:
         if not chosen:
             raise LayerSyncError("`BlockCapture` needs at least one block, got none.")
         self.blocks: tuple[Block, ...] = tuple(chosen.values())
+        for block in self.blocks:
+            _check_called_once(block, self.all_blocks)
         self._paused = 0
         self._engine: Optional[_Engine] = _Engine.of(root)
         self._engine.add(self)
@@ -309,6 +354,12 @@ class BlockCapture:
 
     def __exit__(self, *exc):
         self.remove()
+
+    def __deepcopy__(self, memo):
+        raise copy_refused(self)
+
+    def __reduce_ex__(self, protocol):
+        raise copy_refused(self)
 
     def __repr__(self):
         blocks = ", ".join(f"{b.path} (depth {b.depth})" for b in self.blocks)

@@ -8,7 +8,9 @@ existed since the oldest torch this package supports (2.4) through the newest it
 - whether torch.compile already holds compiled code for a class's `forward` (Dynamo's cache entries): hooks added
   after a whole-model compiled call never run;
 - how to keep Dynamo from compiling a hook as a frame of its own (`skip_code`), which regional compilation would
-  otherwise do once per hooked block until `fullgraph=True` fails at the recompile limit.
+  otherwise do once per hooked block until `fullgraph=True` fails at the recompile limit;
+- and, for an error message only, whether Dynamo broke a graph on the hooks' stores under checkpointing (its
+  graph-break counters).
 
 And one private structure, the module hook dicts (`_forward_hooks` and friends): a hook copied with its model
 (`copy.deepcopy`, pickling) removes itself from the copy's dicts, since no public handle exists for the copy.
@@ -61,6 +63,15 @@ def never_compiled_alone(hook: Callable) -> Callable:
     if hasattr(eval_frame, "skip_code"):  # without it, up to `recompile_limit` hooked blocks still work
         eval_frame.skip_code(hook.__code__)
     return hook
+
+
+def dynamo_broke_on_checkpoint_side_effects() -> bool:
+    """Whether Dynamo broke a graph on a side effect inside activation checkpointing in this process (its
+    graph-break counters record the reason, which names `skip_fwd_side_effects_in_bwd_under_checkpoint`)."""
+    dynamo = sys.modules.get("torch._dynamo")
+    counters = getattr(getattr(dynamo, "utils", None), "counters", None)
+    breaks = counters.get("graph_break", {}) if isinstance(counters, dict) else {}
+    return any("skip_fwd_side_effects_in_bwd_under_checkpoint" in str(reason) for reason in breaks)
 
 
 _HOOK_DICTS = (

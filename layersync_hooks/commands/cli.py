@@ -2,6 +2,10 @@
 
 Each command lives in its own module with `add_arguments(parser)` and `run(args) -> int`; this file only
 dispatches. Command modules import heavy dependencies (matplotlib, accelerate trackers) inside `run`.
+
+One convention for errors, in every command: a `LayerSyncError` (a bad argument is a `UsageError`, raised before
+any work starts) is printed as `error: <what and the fix>` on stderr, without a traceback, and the exit code is 2,
+as for argparse's own usage errors.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
+from ..errors import LayerSyncError
 
 # command -> (module, one-line help). One line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,7 +54,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(importlib.import_module(args.module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args.module).run(args) or 0)
+    except LayerSyncError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -33,9 +33,19 @@ def _image_last(patch="patch_size") -> Last:
     return Last(Latents("hidden_states", patch=patch))
 
 
+def _unet_level(model: nn.Module, path: str) -> int:
+    """`down_blocks.i` work at level i, the mid block at the lowest resolution, `up_blocks.j` at level n - 1 - j."""
+    part, _, rest = path.partition(".")
+    lowest = len(model.down_blocks) - 1
+    if part == "down_blocks":
+        return int(rest.split(".")[0])
+    return lowest - int(rest.split(".")[0]) if part == "up_blocks" else lowest
+
+
 def _unet(path_in_block: str = "attentions.*.transformer_blocks") -> BlockLayout:
     """UNets: the transformer blocks nested in the down, mid and up blocks, numbered in that (forward) order."""
-    return _stacks(f"down_blocks.*.{path_in_block}", f"mid_block.{path_in_block}", f"up_blocks.*.{path_in_block}")
+    paths = (f"down_blocks.*.{path_in_block}", f"mid_block.{path_in_block}", f"up_blocks.*.{path_in_block}")
+    return BlockLayout(stacks=paths, level=_unet_level)
 
 
 def _repeated_blocks(model: nn.Module) -> Optional[str]:

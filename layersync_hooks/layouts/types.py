@@ -133,6 +133,9 @@ class BlockLayout:
         unsupported (`str`, *optional*): Why LayerSync cannot align this class (raised when attaching).
         check (`callable`, *optional*): `check(model) -> reason or None`, for classes supported only in some
             configurations.
+        level (`callable`, *optional*): `level(model, block_path) -> int`, the resolution level of a block, for
+            models whose tokens change shape from level to level (UNets). A student and a teacher at different
+            levels cannot be compared token by token and are refused when attaching.
 
     Example:
         ```python
@@ -144,6 +147,7 @@ class BlockLayout:
     stacks: tuple[Union[Stack, str], ...] = ()
     unsupported: Optional[str] = None
     check: Optional[Callable[[nn.Module], Optional[str]]] = None
+    level: Optional[Callable[[nn.Module, str], int]] = None
 
     def __post_init__(self):
         if self.unsupported is not None:

@@ -7,6 +7,7 @@ Every run trains 3 steps on the same global batch of 8 images per step (1 proces
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,11 @@ import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 from test_accelerate import free_port, fresh_accelerate_state  # noqa: F401 (autouse: a new Accelerator per test)
+from test_demo_samples import read_cells
 
 from layersync_hooks.commands.cli import main
-from layersync_hooks.commands.demo.data import ShapesData, draw_shapes
+from layersync_hooks.commands.demo.data import CLASSES, ShapesData, draw_shapes
+from layersync_hooks.commands.demo.sample import SAMPLES_PER_CLASS
 
 STEPS, GLOBAL_BATCH = 3, 8
 COMMON = ["--steps", str(STEPS), "--eval-every", str(STEPS), "--report-to", "none"]
@@ -100,9 +103,15 @@ def reference(tmp_path_factory):
     return out, stdout
 
 
+def final_samples(run_dir):
+    """The run's samples.png, read back cell by cell: (rows = samples per class, columns = classes, 3, 16, 16)."""
+    return read_cells(Path(run_dir) / "samples.png", SAMPLES_PER_CLASS, len(CLASSES))[0]
+
+
 @pytest.mark.slow
 def test_one_process_launch_writes_every_output(reference):
-    """Metrics (JSON, CSV), a loadable safetensors checkpoint, curves, state, and the comparison, all printed."""
+    """Metrics (JSON, CSV), a loadable safetensors checkpoint, curves, samples, state, and the comparison, all
+    printed."""
     from diffusers import PixArtTransformer2DModel
 
     out, stdout = reference
@@ -111,10 +120,14 @@ def test_one_process_launch_writes_every_output(reference):
             "metrics.json",
             "metrics.csv",
             "curves.png",
+            "samples.png",
+            "samples_per_step.png",
             "model/diffusion_pytorch_model.safetensors",
             "state/model.safetensors",
         ):
             assert (out / run / name).is_file(), name
+            if name.endswith(".png"):
+                assert str(out / run / name) in stdout
         assert str(out / run / "metrics.json") in stdout
     summary = metrics(out / "layersync")
     assert summary["num_processes"] == 1 and summary["steps"] == STEPS and "val_loss" in summary["history"][-1]
@@ -130,6 +143,19 @@ def test_one_process_launch_writes_every_output(reference):
     with pytest.raises(AssertionError):
         assert_same_weights(out / "baseline", out / "layersync")
     assert "layersync_loss" in summary["history"][0] and "layersync_loss" not in metrics(out / "baseline")["history"][0]
+
+
+@pytest.mark.slow
+def test_compare_draws_both_runs_from_the_same_noise(reference):
+    """compare_samples.png holds each run's final grid side by side (printed); one evaluation, one row per step."""
+    out, stdout = reference
+    assert str(out / "compare_samples.png") in stdout
+    both = read_cells(out / "compare_samples.png", SAMPLES_PER_CLASS, len(CLASSES), panels=2)
+    layersync, baseline = final_samples(out / "layersync"), final_samples(out / "baseline")
+    assert torch.equal(both[0], layersync) and torch.equal(both[1], baseline)
+    assert not torch.equal(layersync, baseline)  # same noise, different weights
+    per_step = read_cells(out / "layersync" / "samples_per_step.png", 1, SAMPLES_PER_CLASS * len(CLASSES))[0]
+    assert torch.equal(per_step[0].view(SAMPLES_PER_CLASS, len(CLASSES), 3, 16, 16), layersync)
 
 
 @pytest.mark.slow
@@ -233,16 +259,22 @@ def test_resume_continues_the_curves(reference, tmp_path, one_thread):
     assert_same_weights(tmp_path / "layersync", reference[0] / "layersync")
     layersync_state = torch.load(tmp_path / "layersync" / "state" / "custom_checkpoint_1.pkl", weights_only=False)
     assert layersync_state["step"] == STEPS
+    # The sample grids continue too: a row for the first part's last step, one for the resumed run's; the same
+    # seed and weights draw the same pixels as the uninterrupted run (off by one at most: float rounding).
+    rows = read_cells(tmp_path / "layersync" / "samples_per_step.png", 2, SAMPLES_PER_CLASS * len(CLASSES))[0]
+    same = final_samples(tmp_path / "layersync").int() - final_samples(reference[0] / "layersync").int()
+    assert torch.equal(rows[1].view(SAMPLES_PER_CLASS, len(CLASSES), 3, 16, 16), final_samples(tmp_path / "layersync"))
+    assert same.abs().max() <= 1 and not torch.equal(rows[0], rows[1])
 
 
-def test_bad_input_fails_before_training(tmp_path):
+def test_bad_input_fails_before_training(tmp_path, capsys):
     """A config that turns LayerSync off, a resume without a saved state, or --steps 0: clear errors, no run."""
     off = tmp_path / "off.json"
     off.write_text(json.dumps({"layersync_enabled": False}))
-    with pytest.raises(ValueError, match="turns LayerSync off.*--no-layersync"):
-        main(["demo", "--config", str(off), "--output-dir", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="no saved training state"):
-        main(["demo", "--resume", "--output-dir", str(tmp_path / "fresh")])
+    assert main(["demo", "--config", str(off), "--output-dir", str(tmp_path)]) == 2
+    assert re.search("^error: --config .* turns LayerSync off.*--no-layersync", capsys.readouterr().err)
+    assert main(["demo", "--resume", "--output-dir", str(tmp_path / "fresh")]) == 2
+    assert "error: --resume: no saved training state" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--steps", "0"])
     with pytest.raises(SystemExit):

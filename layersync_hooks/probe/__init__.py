@@ -5,12 +5,13 @@ keyword arguments, `save_forward_kwargs`); `save_report` / `print_report` write 
 """
 
 from .inputs import INPUT_BUILDERS, ProbeSize, forward_inputs, load_forward_kwargs, save_forward_kwargs
-from .measure import ProbeResult, load_model, probe
-from .report import plot_heatmap, print_report, save_report
+from .measure import ProbeResult, load_model, probe, read_model_config
+from .report import REPORT_FILES, plot_heatmap, print_report, save_report
 from .similarity import Recommendation, cosine_matrix, linear_cka_matrix, recommend
 
 __all__ = [
     "INPUT_BUILDERS",
+    "REPORT_FILES",
     "ProbeResult",
     "ProbeSize",
     "Recommendation",
@@ -22,6 +23,7 @@ __all__ = [
     "plot_heatmap",
     "print_report",
     "probe",
+    "read_model_config",
     "recommend",
     "save_forward_kwargs",
     "save_report",

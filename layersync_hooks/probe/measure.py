@@ -114,10 +114,11 @@ def _progress(batches: list, enabled: bool):
     return tqdm(batches, desc="probe forwards", unit="forward", disable=not enabled)
 
 
-def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
-    """A diffusers model from a local folder (or its `transformer/` subfolder) or a `config.json`.
+def read_model_config(path: str | Path) -> tuple[Path, dict, type]:
+    """The config file of a local diffusers model folder (or its `transformer/` subfolder) or `config.json`, its
+    contents and the diffusers model class it names. Reads no weights.
 
-    Without weight files next to the config, the model is randomly initialised, with a warning.
+    Raises `FileNotFoundError` without a config file, and `LayerSyncError` for one that is not a model's.
     """
     import diffusers
 
@@ -132,7 +133,7 @@ def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
         )
     try:
         config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LayerSyncError(
             f"{str(config_path)!r} is not valid JSON ({error}); pass a diffusers model's config.json."
         ) from None
@@ -150,13 +151,22 @@ def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
             f"{str(config_path)!r} {what}: the probe needs the config.json of a diffusers model "
             "(as written by `save_pretrained` or `save_config`)."
         )
+    return config_path, config, model_class
+
+
+def load_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A diffusers model from a local folder (or its `transformer/` subfolder) or a `config.json`.
+
+    Without weight files next to the config, the model is randomly initialised, with a warning.
+    """
+    config_path, config, model_class = read_model_config(path)
     folder = config_path.parent
     if any(any(folder.glob(pattern)) for pattern in _WEIGHTS):
         model = model_class.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
     else:
         warnings.warn(
-            f"No weights next to {str(config_path)!r}: probing a randomly initialised {name}. The map "
-            "then shows the architecture at initialisation, not what training learned.",
+            f"No weights next to {str(config_path)!r}: probing a randomly initialised {model_class.__name__}. The "
+            "map then shows the architecture at initialisation, not what training learned.",
             stacklevel=2,
         )
         model = model_class.from_config(config)

@@ -12,6 +12,9 @@ from ..capture import describe
 from ..heuristic import last_teacher_depth
 from .measure import ProbeResult
 
+# What `save_report` writes into its folder.
+REPORT_FILES = ("similarity.safetensors", "similarity.json", "similarity.png")
+
 
 def _plain(matrix: torch.Tensor) -> list:
     """Rounded nested lists for JSON; NaN (blocks of different shapes) becomes null."""
@@ -29,7 +32,7 @@ def save_report(result: ProbeResult, output_dir: str | Path) -> list[Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     best = result.recommendations[0]
-    paths = [output_dir / "similarity.safetensors", output_dir / "similarity.json", output_dir / "similarity.png"]
+    paths = [output_dir / name for name in REPORT_FILES]
     save_file(
         {
             "cosine": result.cosine.mean(0).contiguous(),

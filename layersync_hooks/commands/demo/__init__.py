@@ -2,7 +2,7 @@
 
 Runs on a laptop CPU in a few minutes, and under `accelerate launch` on any number of processes:
 
-    layersync-hooks demo                      # LayerSync run: curves, metrics, checkpoint under layersync_runs/demo
+    layersync-hooks demo                      # LayerSync run: curves, samples, checkpoint under layersync_runs/demo
     layersync-hooks demo --compare            # the same run with and without LayerSync, plotted together
     accelerate launch -m layersync_hooks demo --steps 200
 """
@@ -13,28 +13,54 @@ import argparse
 import json
 from pathlib import Path
 
+from ...errors import UsageError
+from ..arguments import (
+    agree,
+    clip_norm,
+    existing,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    remove,
+    require_modules,
+    seed,
+    writable_folder,
+)
 from .plot import plot_runs
-from .train import load_layersync_config, resume_dir, train
+from .sample import save_compare_samples
+from .train import RUN_FILES, load_layersync_config, resume_dir, saved_step, train
+
+# What `--compare` writes next to the two run folders.
+COMPARE_FILES = ("compare.png", "compare.json", "compare_samples.png")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=_positive, default=400, help="Optimizer steps (default 400).")
-    parser.add_argument("--batch-size", type=_positive, default=32, help="Images per process per micro-step.")
+    parser.add_argument("--steps", type=positive_int, default=400, help="Optimizer steps (default 400).")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="Images per process per micro-step.")
     parser.add_argument(
         "--gradient-accumulation-steps",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="Micro-steps per optimizer step (the update equals one batch that many times larger).",
     )
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate.")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="Gradient clipping norm.")
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="AdamW learning rate.")
+    parser.add_argument(
+        "--max-grad-norm", type=clip_norm, default=1.0, help="Gradient clipping norm (inf: no clipping)."
+    )
     parser.add_argument("--output-dir", default="layersync_runs/demo", help="Where runs, metrics and plots go.")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the results of an earlier run in --output-dir (without it the demo refuses to).",
+    )
     parser.add_argument(
         "--config",
         default=None,
-        help="A LayerSync JSON (e.g. configs/demo.json); default: student 3 <- teacher 6, weight 0.2.",
+        help="A LayerSync JSON file or preset name (e.g. demo); default: student 3 <- teacher 6, weight 0.2.",
     )
-    parser.add_argument("--seed", type=int, default=0, help="Fixes the images, the initial weights and every batch.")
+    parser.add_argument(
+        "--seed", type=seed, default=0, help="Fixes the images, the initial weights, every batch and the samples."
+    )
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--no-layersync", action="store_true", help="Train without the LayerSync term (baseline).")
     runs.add_argument("--compare", action="store_true", help="Train with and without LayerSync; plot both.")
@@ -47,10 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Continue from the run's last saved state (or from PATH, an accelerate save_state "
         "folder) up to --steps; its curves continue too.",
     )
-    parser.add_argument("--eval-every", type=_positive, default=50, help="Validation loss every N steps.")
+    parser.add_argument(
+        "--eval-every", type=positive_int, default=50, help="Validation loss and sample grid every N steps."
+    )
     parser.add_argument(
         "--checkpoint-every",
-        type=_not_negative,
+        type=non_negative_int,
         default=0,
         help="Also save the training state every N steps (it is always saved at the end).",
     )
@@ -61,26 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _not_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive integer, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.resume not in (None, "latest") and args.compare:
-        raise ValueError(
-            "--resume PATH names one run's state; with --compare use plain --resume "
-            "(each run continues from its own folder)."
-        )
     output = Path(args.output_dir)
     plans = (
         [("layersync", True), ("baseline", False)]
@@ -89,25 +98,116 @@ def run(args: argparse.Namespace) -> int:
         if args.no_layersync
         else [("layersync", True)]
     )
-    load_layersync_config(args.config)  # a bad --config or --resume fails here, before any training
-    for name, _ in plans:
-        resume_dir(args, output / name)
-    summaries = {name: train(args, run_dir=output / name, use_layersync=on) for name, on in plans}
+    names = [name for name, _ in plans]
+    agree(lambda: check_arguments(args, output, names))  # on every process, before any of them trains
     from accelerate import PartialState
 
-    if PartialState().is_main_process:  # files and prints once, however many processes run
+    state = PartialState()
+    if args.overwrite:
+        if state.is_main_process:
+            _remove_earlier_results(args, output, names)
+        state.wait_for_everyone()
+    summaries = {name: train(args, run_dir=output / name, use_layersync=on) for name, on in plans}
+    if state.is_main_process:  # files and prints once, however many processes run
         if args.compare:
             _compare(output, summaries)
         _report(output, summaries)
     return 0
 
 
+def check_arguments(args: argparse.Namespace, output: Path, names: list[str]) -> None:
+    """Every check that can fail, before the first step: flags that conflict, the modules, --config,
+    --report-to, --resume, earlier results, and that every folder can be written. Raises `UsageError`."""
+    if args.resume not in (None, "latest") and args.compare:
+        raise UsageError(
+            f"--resume {args.resume} names one run's state; with --compare use plain --resume "
+            "(each run continues from its own folder)."
+        )
+    if args.overwrite and any(_continues(args, output / name) for name in names):
+        raise UsageError(
+            "--overwrite replaces the run that --resume continues; pass --resume to continue it, or --overwrite "
+            "(without --resume) to train anew."
+        )
+    require_modules(
+        {"matplotlib": "matplotlib", "PIL": "pillow", "tqdm": "tqdm"},
+        why="The demo (its progress bar, curves and sample grids)",
+    )
+    load_layersync_config(args.config)
+    _check_report_to(args.report_to)
+    for name in names:
+        path = resume_dir(args, output / name)
+        step = saved_step(path) if path is not None else 0
+        if step >= args.steps:
+            raise UsageError(
+                f"--resume: the state in {path} is already at step {step}; pass --steps larger than {step} to train on."
+            )
+    _refuse_earlier_results(args, output, names)
+    writable_folder(output, "--output-dir")
+    for name in names:
+        writable_folder(output / name, "--output-dir")
+
+
+def _continues(args: argparse.Namespace, run_dir: Path) -> bool:
+    """Whether `--resume` continues the run in `run_dir` (its own state), which may then write there."""
+    if args.resume == "latest":
+        return True
+    return args.resume is not None and Path(args.resume).resolve() == (run_dir / "state").resolve()
+
+
+def _earlier_results(args: argparse.Namespace, output: Path, names: list[str]) -> dict[Path, list[str]]:
+    """The files of earlier runs that this run would replace, by folder (the runs it continues excluded)."""
+    found = {output / name: existing(output / name, RUN_FILES) for name in names if not _continues(args, output / name)}
+    if args.compare and not args.resume:
+        found[output] = existing(output, COMPARE_FILES)
+    return {folder: held for folder, held in found.items() if held}
+
+
+def _refuse_earlier_results(args: argparse.Namespace, output: Path, names: list[str]) -> None:
+    """Never replace a result silently: the results of earlier runs need --overwrite."""
+    found = _earlier_results(args, output, names)
+    if found and not args.overwrite:
+        where = "; ".join(f"{folder}: {', '.join(held)}" for folder, held in found.items())
+        raise UsageError(
+            f"--output-dir {output} already holds an earlier run's results ({where}). Pass --overwrite to replace "
+            "them, --resume to continue that run, or choose another --output-dir."
+        )
+
+
+def _remove_earlier_results(args: argparse.Namespace, output: Path, names: list[str]) -> None:
+    """--overwrite: delete the earlier results (and only them), so no stale file (a TensorBoard log, a
+    checkpoint) is left next to the new run's."""
+    for folder in _earlier_results(args, output, names):
+        remove(folder, COMPARE_FILES if folder == output else RUN_FILES)
+
+
+def _check_report_to(value: str) -> None:
+    """--report-to names an accelerate tracker that is installed (accelerate would silently skip it)."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    if value in ("auto", "none", "all"):
+        return
+    if value not in LoggerType.list():
+        raise UsageError(
+            f"--report-to {value!r} is not an accelerate tracker. Pass one of auto, none, "
+            f"{', '.join(LoggerType.list())}."
+        )
+    if LoggerType(value) not in get_available_trackers():
+        raise UsageError(
+            f"--report-to {value}: {value} is not installed. Run `pip install {value}`, or pass --report-to none "
+            "(or auto: TensorBoard when it is installed)."
+        )
+
+
 def _compare(output: Path, summaries: dict) -> None:
-    """compare.png (both runs' curves) and compare.json (their final numbers)."""
+    """compare.png (both runs' curves), compare.json (their final numbers) and compare_samples.png (their last
+    sample grids side by side, from the same noise)."""
     histories = {name: summary["history"] for name, summary in summaries.items()}
     plot_runs(histories, output / "compare.png", title="LayerSync demo: with and without LayerSync")
     table = {name: {"steps": s["steps"], "seconds": s["seconds"], **s["final"]} for name, s in summaries.items()}
     (output / "compare.json").write_text(json.dumps(table, indent=1))
+    finals = {name: (s["steps"], s["samples"][max(s["samples"])]) for name, s in summaries.items()}
+    save_compare_samples(output / "compare_samples.png", finals)
 
 
 def _report(output: Path, summaries: dict) -> None:
@@ -117,10 +217,14 @@ def _report(output: Path, summaries: dict) -> None:
         tensorboard = f", TensorBoard {run_dir / 'tensorboard'}" if (run_dir / "tensorboard").is_dir() else ""
         print(
             f"{name}: metrics {run_dir / 'metrics.json'} (and .csv), curves {run_dir / 'curves.png'}, "
+            f"samples {run_dir / 'samples.png'} (at each evaluation step: {run_dir / 'samples_per_step.png'}), "
             f"checkpoint {run_dir / 'model'}, training state {run_dir / 'state'}{tensorboard}"
         )
     if len(summaries) > 1:
-        print(f"comparison: {output / 'compare.png'}, {output / 'compare.json'}")
+        print(
+            f"comparison: {output / 'compare.png'}, {output / 'compare.json'}, "
+            f"samples side by side {output / 'compare_samples.png'}"
+        )
     for name, summary in summaries.items():
         numbers = ", ".join(f"{key} {value:.4f}" for key, value in summary["final"].items())
         print(f"{name} after {summary['steps']} steps: {numbers}")

@@ -92,6 +92,13 @@ class ShapesData:
         t = (torch.arange(val_size, dtype=torch.float32) + 0.5) / val_size  # every noise level, evenly
         self.val = Batch(val_images, noise, t, self.captions[val_labels])
 
+    def sampling_inputs(self, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed noise (per_class * classes, 3, size, size) and captions for the sample grid, sample-major (every
+        class once, then again): the same for every evaluation step and for both runs of `--compare`."""
+        count = per_class * len(CLASSES)
+        noise = torch.randn(count, 3, IMAGE_SIZE, IMAGE_SIZE, generator=_generator(self.seed, 5))
+        return noise, self.captions[torch.arange(len(CLASSES)).repeat(per_class)]
+
     def global_batch(self, step: int, size: int) -> Batch:
         """The `size` samples of optimizer step `step` (0-based), the same on every process and every run."""
         g = _generator(self.seed, 4, step)

@@ -19,18 +19,33 @@ import torch
 import torch.nn.functional as F
 
 from ... import LayerSync, LayerSyncConfig
+from ...errors import LayerSyncConfigError, UsageError
 from .data import CAPTION_CHANNELS, IMAGE_SIZE, Batch, ShapesData
 from .plot import plot_runs
+from .sample import predict_velocity, sample, save_run_samples
 
 logger = logging.getLogger(__name__)
 
-# The embedded default (also configs/demo.json): the paper heuristic for 12 blocks, `recommend_pair(12)`.
+# The embedded default (also the `demo` preset, layersync_hooks/presets/demo.json): the paper heuristic for 12
+# blocks, `recommend_pair(12)`.
 DEFAULT_CONFIG = {
     "layersync_enabled": True,
     "layersync_student_block": 3,
     "layersync_teacher_block": 6,
     "layersync_lambda": 0.2,
 }
+
+# What a run writes into its folder: a folder holding any of these holds an earlier run's results.
+RUN_FILES = (
+    "metrics.json",
+    "metrics.csv",
+    "curves.png",
+    "samples.png",
+    "samples_per_step.png",
+    "model",
+    "state",
+    "tensorboard",
+)
 
 # A real diffusers class, built from config: 12 blocks of width 128 over 8x8 = 64 patch tokens (3.3M parameters).
 MODEL_CONFIG = dict(
@@ -45,7 +60,6 @@ MODEL_CONFIG = dict(
     caption_channels=CAPTION_CHANNELS,
     use_additional_conditions=False,
 )
-_NO_CONDITIONS = {"resolution": None, "aspect_ratio": None}
 
 
 def build_model(seed: int):
@@ -60,24 +74,25 @@ def flow_matching_loss(model, batch: Batch) -> torch.Tensor:
     """Rectified-flow loss: predict the velocity `noise - image` at `x_t = (1 - t) image + t noise`."""
     t = batch.t.view(-1, 1, 1, 1)
     noisy = (1 - t) * batch.images + t * batch.noise
-    prediction = model(
-        noisy, encoder_hidden_states=batch.captions, timestep=batch.t * 1000, added_cond_kwargs=_NO_CONDITIONS
-    ).sample
+    prediction = predict_velocity(model, noisy, batch.t, batch.captions)
     return F.mse_loss(prediction.float(), (batch.noise - batch.images).float())
 
 
 class TrainState:
-    """The optimizer step and the curves so far; saved with `accelerator.save_state`, so resume continues them."""
+    """The optimizer step, the curves and the sample grids so far (uint8, by step); saved with
+    `accelerator.save_state`, so resume continues them."""
 
     def __init__(self):
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.samples: dict[int, torch.Tensor] = {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "history": self.history}
+        return {"step": self.step, "history": self.history, "samples": self.samples}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.history = int(state["step"]), list(state["history"])
+        self.samples = dict(state.get("samples", {}))  # states saved before the demo drew samples have none
 
 
 @torch.no_grad()
@@ -95,9 +110,20 @@ def validation_loss(model, data: ShapesData, layersync: LayerSync, device, chunk
 
 def load_layersync_config(path: Optional[str]) -> LayerSyncConfig:
     """The LayerSync config of the run: `--config` or the embedded default. It must turn LayerSync on."""
-    config = LayerSyncConfig.load(path if path is not None else DEFAULT_CONFIG)
+    if path is None:
+        return LayerSyncConfig.load(DEFAULT_CONFIG)
+    try:
+        config = LayerSyncConfig.load(path)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UsageError(
+            f"--config {path} cannot be read ({reason}). Pass a LayerSync JSON file or a preset name such as "
+            "demo, or leave --config out for the default (student 3 <- teacher 6, weight 0.2)."
+        ) from None
+    except LayerSyncConfigError as error:
+        raise UsageError(f"--config {path}: {error}") from None
     if not config.enabled:
-        raise ValueError(
+        raise UsageError(
             f"--config {path} turns LayerSync off (`layersync_enabled` is false or missing). Set "
             '`"layersync_enabled": true` in it; for a run without LayerSync pass --no-layersync instead.'
         )
@@ -136,11 +162,23 @@ def resume_dir(args, run_dir: Path) -> Optional[Path]:
         return None
     path = run_dir / "state" if args.resume == "latest" else Path(args.resume)
     if not (path / "custom_checkpoint_0.pkl").is_file():
-        raise FileNotFoundError(
+        raise UsageError(
             f"--resume: no saved training state in {path}. Run without --resume first, "
             "or pass --resume PATH to a `state` folder written by a previous run."
         )
     return path
+
+
+def saved_step(path: Path) -> int:
+    """The optimizer step of the training state saved in `path` (its `TrainState`, registered first)."""
+    try:
+        state = torch.load(path / "custom_checkpoint_0.pkl", map_location="cpu", weights_only=True)
+        return int(state["step"])
+    except Exception as error:  # unpickling raises many kinds; all mean the same here
+        raise UsageError(
+            f"--resume: the training state in {path} cannot be read ({type(error).__name__}: {error}). Pass "
+            "--resume PATH to a `state` folder written by the demo, or train anew with --overwrite (without --resume)."
+        ) from None
 
 
 def make_accelerator(args, run_dir: Path):
@@ -160,7 +198,8 @@ def make_accelerator(args, run_dir: Path):
 
 
 def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
-    """Train one run into `run_dir`; returns its summary (also written to `run_dir/metrics.json`)."""
+    """Train one run into `run_dir`; returns its summary (also written to `run_dir/metrics.json`) and, under
+    `"samples"`, its sample grids by step."""
     from tqdm.auto import tqdm
 
     accelerator = make_accelerator(args, run_dir)
@@ -177,13 +216,8 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
     accelerator.register_for_checkpointing(state, layersync)
     state_dir = run_dir / "state"
     resume_from = resume_dir(args, run_dir)
-    if resume_from is not None:
+    if resume_from is not None:  # its step was checked against --steps before any run started
         accelerator.load_state(str(resume_from))
-        if state.step >= args.steps:
-            raise ValueError(
-                f"--resume: the state in {resume_from} is already at step {state.step}; "
-                f"pass --steps larger than {state.step} to train on."
-            )
     accelerator.init_trackers(
         "tensorboard", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
     )
@@ -195,7 +229,7 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
         f"{args.batch_size * world * accumulation} per step ({accelerator.distributed_type})."
     )
     progress = tqdm(total=args.steps, initial=state.step, desc=name, disable=not accelerator.is_local_main_process)
-    started = time.perf_counter()
+    started, sampling = time.perf_counter(), 0.0
     while state.step < args.steps:
         task = optimizer_step(
             accelerator,
@@ -218,6 +252,9 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
             row.pop("layersync_loss", None)  # measured, but not part of this run's loss
         if state.step % args.eval_every == 0 or state.step == args.steps:
             row["val_loss"] = validation_loss(model, data, layersync, accelerator.device)
+            sampled = time.perf_counter()
+            state.samples[state.step] = sample(model, data, layersync, accelerator.device)
+            sampling += time.perf_counter() - sampled
         state.history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
         # past a config's `layersync_stop_step` the hooks are gone and metrics() has nothing to report
@@ -238,17 +275,18 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "steps": state.step,
         "seconds": round(time.perf_counter() - started, 2),
+        "sample_seconds": round(sampling, 2),  # part of `seconds`
         "final": final_numbers(state.history),
         "history": state.history,
     }
-    _write_outputs(accelerator, model, summary, run_dir)
+    _write_outputs(accelerator, model, summary, state.samples, run_dir)
     accelerator.end_training()
     layersync.remove()
-    return summary
+    return {**summary, "samples": state.samples}
 
 
-def _write_outputs(accelerator, model, summary: dict[str, Any], run_dir: Path) -> None:
-    """metrics.json / metrics.csv, the safetensors checkpoint and curves.png (main process only)."""
+def _write_outputs(accelerator, model, summary: dict[str, Any], samples: dict, run_dir: Path) -> None:
+    """metrics.json / metrics.csv, the safetensors checkpoint, curves.png and the sample PNGs (main process only)."""
     from safetensors.torch import save_file
 
     weights = accelerator.get_state_dict(model)  # every process takes part (FSDP gathers here)
@@ -264,6 +302,7 @@ def _write_outputs(accelerator, model, summary: dict[str, Any], run_dir: Path) -
             writer.writeheader()
             writer.writerows(history)
         plot_runs({run_dir.name: history}, run_dir / "curves.png")
+        save_run_samples(run_dir, run_dir.name, samples)
     accelerator.wait_for_everyone()
 
 

@@ -139,7 +139,7 @@ def main(args):
     transformer, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         transformer, optimizer, train_dataloader, lr_scheduler
     )
-    accelerator.register_for_checkpointing(layersync)  # LayerSync: its step count goes with save_state
+    layersync.register_with(accelerator)  # LayerSync: its step count goes with save_state
     if accelerator.is_main_process:
         # trackers take scalars only (TensorBoard's hparams refuse lists such as --layersync_pairs)
         config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}

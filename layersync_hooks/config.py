@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 from dataclasses import Field, InitVar, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from .errors import LayerSyncConfigError
@@ -213,8 +214,14 @@ class LayerSyncConfig:
     @classmethod
     def from_json(cls, path: Union[str, os.PathLike]) -> LayerSyncConfig:
         """Read a JSON object of config keys (see `from_dict`)."""
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as error:
+            raise LayerSyncConfigError(
+                f"Cannot read the LayerSync config {os.fspath(path)!r}: {error.strerror}. "
+                f"Pass a JSON file or a preset name ({', '.join(presets())})."
+            ) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
@@ -224,6 +231,13 @@ class LayerSyncConfig:
         if not isinstance(data, dict):
             raise LayerSyncConfigError(f"{os.fspath(path)!r} must hold a JSON object, got {type(data).__name__}.")
         return cls.from_dict(data)
+
+    @classmethod
+    def from_preset(cls, name: str) -> LayerSyncConfig:
+        """A preset for a released model, by name: `"flux"`, `"wan"`, ... (`presets()` lists them)."""
+        if name not in presets():
+            raise LayerSyncConfigError(f"No LayerSync preset {name!r}; the presets are {', '.join(presets())}.")
+        return cls.from_json(PRESETS / f"{name}.json")
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -269,13 +283,15 @@ class LayerSyncConfig:
 
     @classmethod
     def load(cls, config: Union[LayerSyncConfig, Mapping[str, Any], str, os.PathLike, argparse.Namespace]):
-        """Accept any of the forms above: a config, a dict, a JSON path or parsed arguments."""
+        """Accept any of the forms above: a config, a dict, a JSON path, a preset name or parsed arguments."""
         if isinstance(config, cls):
             return config
         if isinstance(config, Mapping):
             return cls.from_dict(config)
         if isinstance(config, argparse.Namespace):
             return cls.from_args(config)
+        if isinstance(config, str) and not os.path.exists(config) and config in presets():
+            return cls.from_preset(config)
         if isinstance(config, (str, os.PathLike)):
             return cls.from_json(config)
         raise LayerSyncConfigError(
@@ -296,6 +312,15 @@ class LayerSyncConfig:
         if self.stop_step is not None:
             out["layersync_stop_step"] = self.stop_step
         return out
+
+
+# Presets for released models (package data): the paper heuristic for each family's block count.
+PRESETS = Path(__file__).parent / "presets"
+
+
+def presets() -> list[str]:
+    """The names of the presets, e.g. `["auraflow", "chroma", ...]`."""
+    return sorted(path.stem for path in PRESETS.glob("*.json"))
 
 
 # The options in declaration order, InitVars included (`dataclasses.fields` leaves those out).

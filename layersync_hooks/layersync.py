@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import warnings
@@ -22,6 +23,9 @@ from .loss import token_similarity
 from .schedule import WeightSchedule, ends_optimizer_step
 
 logger = logging.getLogger(__name__)
+
+# LayerSync's own file in an accelerate checkpoint folder (`register_with`).
+STATE_FILE = "layersync_state.json"
 
 
 class LayerSync:
@@ -44,6 +48,9 @@ class LayerSync:
         stop_step (`int`, *optional*): Remove the hooks after this many optimizer steps; `loss()` is 0 after.
         enabled (`bool`, defaults to `True`): When `False`, nothing is registered and `loss()` is 0.
         layout (`BlockLayout`, *optional*): Overrides the layout table for this model.
+        training_module (`nn.Module`, *optional*): The module whose forward is the training forward, when the
+            training loop never calls `model`'s own forward (DiffSynth-Studio's training module calls the DiT's
+            blocks itself). Defaults to `model`.
 
     Example:
         ```python
@@ -69,6 +76,7 @@ class LayerSync:
         stop_step: Optional[int] = None,
         enabled: bool = True,
         layout: Optional[BlockLayout] = None,
+        training_module: Optional[nn.Module] = None,
     ):
         config = LayerSyncConfig(
             enabled=enabled,
@@ -79,7 +87,7 @@ class LayerSync:
             warmup_steps=warmup_steps,
             stop_step=stop_step,
         )
-        self._attach(model, config, layout)
+        self._attach(model, config, layout, training_module)
 
     @classmethod
     def from_config(
@@ -88,13 +96,21 @@ class LayerSync:
         config: Union[LayerSyncConfig, Mapping[str, Any], str, os.PathLike, Any],
         *,
         layout: Optional[BlockLayout] = None,
+        training_module: Optional[nn.Module] = None,
     ) -> LayerSync:
-        """Build from a `LayerSyncConfig`, a dict of seed/paper keys, a JSON path or argparse results."""
+        """Build from a `LayerSyncConfig`, a dict of seed/paper keys, a JSON path or preset name, or argparse
+        results."""
         layersync = cls.__new__(cls)
-        layersync._attach(model, LayerSyncConfig.load(config), layout)
+        layersync._attach(model, LayerSyncConfig.load(config), layout, training_module)
         return layersync
 
-    def _attach(self, model: nn.Module, config: LayerSyncConfig, layout: Optional[BlockLayout]) -> None:
+    def _attach(
+        self,
+        model: nn.Module,
+        config: LayerSyncConfig,
+        layout: Optional[BlockLayout],
+        training_module: Optional[nn.Module],
+    ) -> None:
         self.config = config
         # A disabled LayerSync has weight 0 at every step.
         self.schedule = (
@@ -106,6 +122,7 @@ class LayerSync:
         # The wrapper, if any (weakly: LayerSync must not keep a DDP or compiled wrapper alive): re-attaching
         # checks it for a whole-model compile.
         self._given_model = weakref.ref(model)
+        self._training_module = weakref.ref(training_module) if training_module is not None else None
         self._step = 0  # optimizer steps (see schedule.py), saved by state_dict()
         self._targets_checked = False  # whether a loss() has checked that the token rules select tokens
         self._removed = False
@@ -155,7 +172,10 @@ class LayerSync:
         if self.state == "attached" and self._capture is None:
             blocks = [block for pair in self.pairs for block in pair]  # shared blocks are hooked once
             given = self._given_model()
-            self._capture = BlockCapture(given if given is not None else self.model, blocks, layout=self._layout)
+            trainer = self._training_module() if self._training_module is not None else None
+            self._capture = BlockCapture(
+                given if given is not None else self.model, blocks, layout=self._layout, training_module=trainer
+            )
         elif self.state != "attached" and self._capture is not None:
             self._capture.remove()
             self._capture = None
@@ -174,6 +194,11 @@ class LayerSync:
     def weight(self) -> float:
         """The weight of the current optimizer step, after the warm-up and stop schedule."""
         return self.schedule.at(self._step)
+
+    @property
+    def has_activations(self) -> bool:
+        """Whether a training forward has run whose term `loss()` has not built yet."""
+        return self._capture is not None and self._capture.has_activations
 
     @property
     def student(self) -> Optional[Block]:
@@ -300,6 +325,34 @@ class LayerSync:
         """Remove every hook; the model behaves exactly as before attaching."""
         self._removed = True
         self._sync_hooks()
+
+    def register_with(self, accelerator: Any) -> tuple:
+        """Keep LayerSync's step in accelerate's checkpoints: `save_state` writes `layersync_state.json` beside
+        accelerate's files (main process only), and `load_state` reads it back when it is there.
+
+        Unlike `accelerator.register_for_checkpointing(layersync)`, it changes nothing accelerate counts: a
+        checkpoint written without LayerSync still resumes (at step 0), and one written with it resumes at its
+        step. Returns the two hook handles (`handle.remove()` undoes it). A disabled LayerSync registers nothing.
+        """
+        if not self.config.enabled:
+            return ()
+
+        def save(models, weights, output_dir):
+            if accelerator.is_main_process:  # no collective: save_state often runs on the main process only
+                os.makedirs(output_dir, exist_ok=True)
+                with open(os.path.join(output_dir, STATE_FILE), "w", encoding="utf-8") as f:
+                    json.dump(self.state_dict(), f)
+
+        def load(models, input_dir):
+            path = os.path.join(input_dir, STATE_FILE)
+            if not os.path.isfile(path):
+                logger.info("No %s in %s (written without LayerSync): LayerSync starts at step 0.", STATE_FILE,
+                            input_dir)  # fmt: skip
+                return
+            with open(path, encoding="utf-8") as f:
+                self.load_state_dict(json.load(f))
+
+        return accelerator.register_save_state_pre_hook(save), accelerator.register_load_state_pre_hook(load)
 
     def state_dict(self) -> dict[str, Any]:
         """For `save_state`: the optimizer step count, the blocks it aligns and the weight."""

@@ -1,4 +1,5 @@
-"""configs/: one preset per family, valid for the real model size, following the paper heuristic."""
+"""Presets (layersync_hooks/presets/): one per family, valid for the real model size, following the paper heuristic;
+loadable by name."""
 
 import json
 import re
@@ -11,9 +12,10 @@ import torch
 from layersync_hooks import LayerSync, LayerSyncConfig, recommend_pair
 from layersync_hooks.capture import list_blocks
 from layersync_hooks.commands.demo.train import DEFAULT_CONFIG, MODEL_CONFIG
+from layersync_hooks.config import PRESETS
 from layersync_hooks.layouts import layout_for
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.json"))
+CONFIGS = sorted(PRESETS.glob("*.json"))
 FAMILIES = [path for path in CONFIGS if path.stem != "demo"]
 
 
@@ -46,6 +48,7 @@ def test_config_follows_the_paper_heuristic(path):
     """Each preset loads, is enabled, and picks `recommend_pair` for its model's block count."""
     data = read(path)
     config = LayerSyncConfig.from_json(path)
+    assert config == LayerSyncConfig.load(path.stem) == LayerSyncConfig.from_preset(path.stem)  # by name too
     assert config.enabled and config.weight > 0
     assert config.pairs == (recommend_pair(data["_num_blocks"]),)
     assert data["_comment"] and hasattr(diffusers, data["_model_class"])
@@ -65,8 +68,8 @@ def test_config_blocks_exist_in_the_real_model(path):
 
 
 def test_demo_config_is_the_embedded_default():
-    """configs/demo.json is what `layersync-hooks demo` uses when --config is not given, for its model."""
-    data = read(Path(__file__).parents[1] / "configs" / "demo.json")
+    """The `demo` preset is what `layersync-hooks demo` uses when --config is not given, for its model."""
+    data = read(PRESETS / "demo.json")
     assert {k: v for k, v in data.items() if not k.startswith("_")} == DEFAULT_CONFIG
     assert data["_model_config"]["num_layers"] == MODEL_CONFIG["num_layers"] == data["_num_blocks"]
 
@@ -77,7 +80,7 @@ def test_docs_presets_table_matches_the_files():
     rows = re.findall(r"^\| [^|]+ \| `(\w+)\.json` \| (\d+) \| (\d+) <- (\d+) \| ([\d.]+) \|$", page, flags=re.M)
     assert {name for name, *_ in rows} == {path.stem for path in FAMILIES}
     for name, blocks, student, teacher, weight in rows:
-        data = read(Path(__file__).parents[1] / "configs" / f"{name}.json")
+        data = read(PRESETS / f"{name}.json")
         assert (int(blocks), int(student), int(teacher), float(weight)) == (
             data["_num_blocks"],
             data["layersync_student_block"],

@@ -32,8 +32,9 @@ def test_readme_python_blocks_run_in_order(capsys):
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES[1:] if python_blocks(p)], ids=lambda p: p.name)
-def test_docs_python_blocks_run_in_order(page):
+def test_docs_python_blocks_run_in_order(page, tmp_path, monkeypatch):
     """Each page's ```python blocks run in order, after the README's quickstart (which they continue)."""
+    monkeypatch.chdir(tmp_path)  # files a block writes (the runner's metrics) land here
     namespace: dict = {}
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(python_blocks(README)[0], "README.md", "exec"), namespace)

@@ -1,5 +1,6 @@
 """examples/: the LoRA fine-tuning script trains a tiny Sana with LayerSync, as a user would run it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -62,4 +63,5 @@ def test_lora_script_trains_with_layersync(tmp_path):
     assert "layersync_similarity" in done.stderr and "student=transformer_blocks.0" in done.stderr
     lora = load_file(tmp_path / "out" / "pytorch_lora_weights.safetensors")
     assert any("lora_B" in key and value.abs().sum() > 0 for key, value in lora.items())  # B starts at zero
-    assert (tmp_path / "out" / "checkpoint-2" / "custom_checkpoint_0.pkl").is_file()  # LayerSync's state
+    state = tmp_path / "out" / "checkpoint-2" / "layersync_state.json"  # LayerSync's own file
+    assert json.loads(state.read_text())["step"] == 2

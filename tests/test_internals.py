@@ -193,7 +193,9 @@ def test_internal_image_slice_of_a_joint_sequence(chunks):
 @pytest.mark.parametrize("call", ["t.item()", "bool(t.sum() > 0)", "t[t > 0]", "t.tolist()"])
 def test_internal_guard_catches_a_sync_added_to_the_package(call, monkeypatch):
     """The guard fails a step when package code gains a host sync (here in loss.py's `flatten_tokens`)."""
-    source = f"def flatten_tokens(hidden):\n    t = hidden.detach().flatten()[:1]\n    {call}\n    return original(hidden)\n"
+    source = (
+        f"def flatten_tokens(hidden):\n    t = hidden.detach().flatten()[:1]\n    {call}\n    return original(hidden)\n"
+    )
     namespace = {"original": loss_module.flatten_tokens}
     exec(compile(source, loss_module.__file__, "exec"), namespace)
     monkeypatch.setattr(loss_module, "flatten_tokens", namespace["flatten_tokens"])

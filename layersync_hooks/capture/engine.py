@@ -73,11 +73,11 @@ class _Inert:
         return None
 
 
-def _skip_reason(root: nn.Module, active: bool) -> Optional[str]:
-    """Why a call of the root is not a training forward to capture, or None when it is one."""
+def _skip_reason(trainer: nn.Module, active: bool) -> Optional[str]:
+    """Why a call of the training module is not a training forward to capture, or None when it is one."""
     if not active:
         return "capture was paused"
-    if not root.training:
+    if not trainer.training:
         return "the model was in eval mode (call `model.train()` before the training forward)"
     if not torch.is_grad_enabled():
         return "gradients were disabled (torch.no_grad() or torch.inference_mode())"
@@ -92,14 +92,23 @@ class _Engine:
     _by_root: weakref.WeakKeyDictionary[nn.Module, _Engine] = weakref.WeakKeyDictionary()
 
     @classmethod
-    def of(cls, root: nn.Module) -> _Engine:
+    def of(cls, root: nn.Module, trainer: nn.Module) -> _Engine:
         if root not in cls._by_root:
-            cls._by_root[root] = cls(root)
-        return cls._by_root[root]
+            cls._by_root[root] = cls(root, trainer)
+        engine = cls._by_root[root]
+        if engine.trainer() is not trainer:
+            raise LayerSyncError(
+                f"{type(root).__name__} is already captured for the training forward of "
+                f"{type(engine.trainer()).__name__}; every capture of one model must name the same training module."
+            )
+        return engine
 
-    def __init__(self, root: nn.Module):
+    def __init__(self, root: nn.Module, trainer: nn.Module):
         # Weak references only: the hooks live in the modules' hook dicts and must not keep the model alive.
         self.root = weakref.ref(root)
+        # The module whose forward is the training forward: the model itself, or an outer training module that
+        # calls the model's blocks without calling the model's own forward (DiffSynth-Studio).
+        self.trainer = weakref.ref(trainer)
         self.users: list[BlockCapture] = []
         self.root_handles: tuple = ()
         self.block_handles: dict[str, Any] = {}  # path -> the block's hook handle
@@ -116,13 +125,17 @@ class _Engine:
 
     # -- users and hooks ---------------------------------------------------------------------------------
     def add(self, user: BlockCapture) -> None:
-        root = self.root()
+        root, trainer = self.root(), self.trainer()
         if not self.users:
-            on_call, on_return = _Hook(self, root, self._on_model_call), _Hook(self, root, self._on_model_return)
             self.root_handles = (
-                _register(root.register_forward_pre_hook, on_call, with_kwargs=True),
-                _register(root.register_forward_hook, on_return, with_kwargs=True, always_call=True),
-            )
+                _register(trainer.register_forward_pre_hook, _Hook(self, trainer, self._on_training_call),
+                          with_kwargs=True),
+                _register(trainer.register_forward_hook, _Hook(self, trainer, self._on_training_return),
+                          with_kwargs=True, always_call=True),
+            )  # fmt: skip
+            if trainer is not root:  # the model's own call, for token rules that read its arguments
+                hook = _Hook(self, root, self._on_model_call)
+                self.root_handles += (_register(root.register_forward_pre_hook, hook, with_kwargs=True),)
         for block in user.blocks:
             if block.path not in self.block_handles:
                 self.modules[block.path] = weakref.ref(block.module)
@@ -173,8 +186,8 @@ class _Engine:
         self.reads_model = any(b.stack.reads_inputs for b in blocks)
 
     # -- hooks ---------------------------------------------------------------------------------------------
-    def _on_model_call(self, module, args, kwargs):
-        if module is not self.root():
+    def _on_training_call(self, module, args, kwargs):
+        if module is not self.trainer():
             return None
         if self.copies:
             self.purge_copies()
@@ -192,14 +205,20 @@ class _Engine:
         for user in active:
             for block in user.blocks:
                 self.pending.setdefault(block.path, set()).add(user)
-        self.model_call = (args, kwargs) if self.reads_model else None
+        self.model_call = (args, kwargs) if self.reads_model and module is self.root() else None
         self.forwards += 1
         self.armed = True
         return None
 
-    def _on_model_return(self, module, args, kwargs, output):
-        if module is self.root():
+    def _on_training_return(self, module, args, kwargs, output):
+        if module is self.trainer():
             self.armed = False
+        return None
+
+    def _on_model_call(self, module, args, kwargs):
+        """With an outer training module: keep the model's first call inside the training forward."""
+        if self.armed and self.reads_model and self.model_call is None and module is self.root():
+            self.model_call = (args, kwargs)
         return None
 
     def _on_block_output(self, path, module, args, kwargs, output):
@@ -209,6 +228,9 @@ class _Engine:
         return None
 
     # -- taking activations --------------------------------------------------------------------------------
+    def ready(self, user: BlockCapture) -> bool:
+        return not self.armed and all(b.path in self.buffer and user in self.pending[b.path] for b in user.blocks)
+
     def take(self, user: BlockCapture, caller: str) -> tuple[dict[str, Stored], Optional[tuple[tuple, dict]]]:
         missing = [b.path for b in user.blocks if b.path not in self.buffer or user not in self.pending[b.path]]
         if missing:
@@ -225,7 +247,7 @@ class _Engine:
         return taken, model_call
 
     def _explain(self, caller: str, missing: list[str], user: BlockCapture) -> str:
-        model = type(self.root()).__name__
+        model = type(self.trainer()).__name__
         names = ", ".join(repr(p) for p in missing)
         if self.armed:
             why = f"The forward of {model} has not returned yet (or an exception stopped it)."
@@ -249,7 +271,8 @@ class _Engine:
 
 # Dynamo inlines the hooks into a whole-model graph; under regional compilation they run as plain Python, never
 # as compiled frames of their own (one per hooked block would reach the recompile limit).
-for _code in (_Hook.__call__, _Engine._on_model_call, _Engine._on_model_return, _Engine._on_block_output):
+for _code in (_Hook.__call__, _Engine._on_training_call, _Engine._on_training_return, _Engine._on_model_call,
+              _Engine._on_block_output):  # fmt: skip
     never_compiled_alone(_code)
 
 
@@ -281,6 +304,9 @@ class BlockCapture:
         model (`nn.Module`): The model (a diffusers transformer; DDP, FSDP, compile and PEFT wrappers are unwrapped).
         blocks (`Sequence[int | str]`): 1-based depths (0 = first block, negative from the end) or block paths.
         layout (`BlockLayout`, *optional*): Overrides the layout table for this model.
+        training_module (`nn.Module`, *optional*): The module whose forward is the training forward, when the
+            training loop never calls `model`'s own forward (DiffSynth-Studio calls the DiT's blocks from its
+            training module). Defaults to `model`.
 
     Example:
         ```python
@@ -291,7 +317,12 @@ class BlockCapture:
     """
 
     def __init__(
-        self, model: nn.Module, blocks: Sequence[Union[int, str, Block]], *, layout: Optional[BlockLayout] = None
+        self,
+        model: nn.Module,
+        blocks: Sequence[Union[int, str, Block]],
+        *,
+        layout: Optional[BlockLayout] = None,
+        training_module: Optional[nn.Module] = None,
     ):
         check_torch()
         check_not_compiled_yet(model)
@@ -313,7 +344,8 @@ class BlockCapture:
         for block in self.blocks:
             _check_called_once(block, self.all_blocks)
         self._paused = 0
-        self._engine: Optional[_Engine] = _Engine.of(root)
+        trainer = unwrap(training_module) if training_module is not None else root
+        self._engine: Optional[_Engine] = _Engine.of(root, trainer)
         self._engine.add(self)
 
     @property
@@ -325,6 +357,11 @@ class BlockCapture:
     def attached(self) -> bool:
         """Whether the hooks are in place (until `remove()`)."""
         return self._engine is not None
+
+    @property
+    def has_activations(self) -> bool:
+        """Whether a training forward has left activations of every block that `pop()` has not taken yet."""
+        return self._engine is not None and self._engine.ready(self)
 
     def pop(self, *, caller: str = "BlockCapture.pop()") -> dict[str, Activation]:
         """The target tokens of each block from the last training forward; releases them. Call once per forward."""

@@ -20,6 +20,10 @@ from ..errors import LayerSyncError
 
 # command -> (module, one-line help). One line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": (
+        "layersync_hooks.commands.run",
+        "Run an unmodified accelerate training script with LayerSync: run [options] -- SCRIPT [ARGS...].",
+    ),
     "demo": (
         "layersync_hooks.commands.demo",
         "Train a small PixArt on generated shapes with LayerSync (--compare: and without).",

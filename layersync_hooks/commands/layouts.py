@@ -61,6 +61,12 @@ INIT_COUNTS = {
 }
 
 
+# Classes outside diffusers (their package may not be installed): the released model's block count per stack.
+OUTSIDE_DIFFUSERS = {
+    "diffsynth.models.wan_video_dit.WanModel": ("DiffSynth-Studio, Wan 2.1 14B", {"blocks": 40}),
+}
+
+
 @dataclass
 class LayoutRow:
     """One row of the listing: a class of the table, at one model size."""
@@ -102,6 +108,10 @@ def layout_rows() -> tuple[LayoutRow, ...]:
     for name, layout in LAYOUTS.items():
         if layout.unsupported is not None:
             rows.append(LayoutRow(name, "", [], layout.unsupported))
+            continue
+        if name in OUTSIDE_DIFFUSERS:
+            label, counts = OUTSIDE_DIFFUSERS[name]
+            rows.append(LayoutRow(name, label, [(stack, counts.get(stack.path)) for stack in layout.stacks]))
             continue
         rows.append(LayoutRow(name, "default config", _count(name, layout, {})))
         if name in REFERENCE_CONFIGS:

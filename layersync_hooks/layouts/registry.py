@@ -40,11 +40,16 @@ def unregister_layout(model_class: Union[type, str]) -> None:
 
 
 def lookup_layout(model_class: type) -> Optional[BlockLayout]:
-    """The registered or built-in layout of a class or its nearest base class, or None."""
+    """The registered or built-in layout of a class or its nearest base class, or None.
+
+    A key is a class name (`"FluxTransformer2DModel"`) or, for classes outside diffusers whose name other
+    packages reuse, a qualified one (`"diffsynth.models.wan_video_dit.WanModel"`), which is looked up first.
+    """
     for cls in model_class.__mro__:
-        for table in (_REGISTERED, LAYOUTS):
-            if cls.__name__ in table:
-                return table[cls.__name__]
+        for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__name__):
+            for table in (_REGISTERED, LAYOUTS):
+                if name in table:
+                    return table[name]
     return None
 
 

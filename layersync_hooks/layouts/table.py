@@ -4,7 +4,8 @@ Plain data keyed by class name, looked up along the MRO (`registry.lookup_layout
 carry the target tokens, in forward order: text-only stacks (HunyuanVideo's token refiner, Z-Image's
 `context_refiner`) and side branches (Wan-VACE's `vace_blocks`) are not numbered. Facts (block lists, output order,
 where the image tokens sit) were read from each class's diffusers source; each row is proven by the gradient
-probe in `tests/test_family_tokens.py`. Classes that cannot be aligned have a row that says why.
+probe in `tests/test_layout_tokens.py` (DiffSynth-Studio's Wan DiT in `tests/with_diffsynth/`). Classes that cannot be
+aligned have a row that says why.
 """
 
 from __future__ import annotations
@@ -194,6 +195,10 @@ LAYOUTS: dict[str, BlockLayout] = {
         ),
         check=_repeated_blocks,
     ),
+    # -- outside diffusers, keyed by qualified name (other packages reuse the class name) -----------------------------
+    # DiffSynth-Studio's Wan DiT: its `blocks` return the video tokens alone. Its training loop never calls
+    # `WanModel.forward` (model_fn_wan_video runs the blocks itself): the capture arms on the training module.
+    "diffsynth.models.wan_video_dit.WanModel": _stacks("blocks"),
     # -- cannot be aligned --------------------------------------------------------------------------------------------
     "Cosmos3OmniTransformer": BlockLayout(
         unsupported=(

@@ -1,0 +1,290 @@
+"""LayerSync on an unmodified accelerate training script: the methods it rides on, for one `with` block.
+
+`AutoAttach` wraps four methods of `accelerate.Accelerator`, and restores them on exit:
+
+- `prepare` (and `prepare_model`): attaches LayerSync to the denoiser among the prepared modules (the prepared
+  module itself, or a submodule of it, whose class has a layout) before accelerate wraps it (DDP, FSDP,
+  compile), and registers LayerSync's checkpoint file with `save_state` / `load_state` (`LayerSync.register_with`).
+  Nothing else is prepared or registered.
+- `backward`: adds the LayerSync term of the last training forward to the loss before accelerate divides it for
+  gradient accumulation and scales it for fp16, exactly as `loss = loss + layersync.loss()` in the script would.
+- `log`: adds the LayerSync metrics to the script's own `accelerator.log` calls, on its own steps. accelerate's
+  `log` runs on the main process only, and some trainers call it only there, so no collective runs inside it: the
+  logged values are the main process's own (`metrics(sync=False)`).
+- and, for scripts that never call `log` (DiffSynth-Studio logs through its own logger), it reports the
+  LayerSync term and similarity itself every `report_every` optimizer steps: a printed line and a JSON line in
+  `layersync_metrics.jsonl` (main process only; the mean over this process's micro-batches).
+
+Example:
+    ```python
+    >>> from layersync_hooks.integrations import AutoAttach
+    >>> with AutoAttach({"layersync_student_block": 8, "layersync_teacher_block": 16}):
+    ...     main()                                   # your accelerate training loop, unchanged
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import accelerate
+import torch
+from torch import nn
+
+from ..capture import unwrap
+from ..config import LayerSyncConfig
+from ..errors import UsageError
+from ..layersync import LayerSync
+from ..layouts import lookup_layout
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "layersync_metrics.jsonl"
+_WRAPPED = ("prepare", "prepare_model", "backward", "log")
+
+
+class AutoAttach:
+    r"""
+    LayerSync for the accelerate training loop that runs inside this `with` block, with no edit to it.
+
+    Args:
+        config (`LayerSyncConfig`, `dict`, JSON path or preset name): What to align. Given here, LayerSync is on:
+            a config that leaves `layersync_enabled` out is enabled.
+        module (`str`, *optional*): Which prepared module to align, when a script prepares several with a layout:
+            a class name (`"FluxTransformer2DModel"`) or a dotted path inside a prepared module (`"pipe.dit"`).
+        report_every (`int`, defaults to 50): Optimizer steps between LayerSync's own report lines.
+        metrics_file (`str`, *optional*): Where the report lines go; by default `layersync_metrics.jsonl` in
+            `output_dir`, else in accelerate's `project_dir`, else in the current folder.
+        output_dir (`str`, *optional*): The training script's output folder, for the default metrics file.
+
+    Attributes:
+        layersync (`LayerSync` or None): Attached at the first `prepare` that holds the denoiser.
+        skipped_backwards (`int`): `backward` calls with no training forward since the last one (loss unchanged).
+    """
+
+    def __init__(
+        self,
+        config: Union[LayerSyncConfig, Mapping[str, Any], str, os.PathLike],
+        *,
+        module: Optional[str] = None,
+        report_every: int = 50,
+        metrics_file: Optional[Union[str, os.PathLike]] = None,
+        output_dir: Optional[Union[str, os.PathLike]] = None,
+    ):
+        if isinstance(config, Mapping) and "layersync_enabled" not in config and "enabled" not in config:
+            config = {"layersync_enabled": True, **config}  # given to the runner: on
+        self.config = LayerSyncConfig.load(config)
+        if not self.config.enabled:
+            raise UsageError(
+                "The LayerSync config turns LayerSync off (`layersync_enabled: false`), so there is nothing to add: "
+                "run the script on its own, or turn it on."
+            )
+        if isinstance(report_every, bool) or not isinstance(report_every, int) or report_every < 1:
+            raise UsageError(f"`report_every` must be a positive number of optimizer steps, got {report_every!r}.")
+        self.module, self.report_every = module, report_every
+        self._metrics_file, self._output_dir = metrics_file, output_dir
+        self.layersync: Optional[LayerSync] = None
+        self.accelerator: Any = None
+        self.skipped_backwards = 0
+        self.seen: list[str] = []  # the modules prepared so far, described, for the errors
+        self._originals: dict[str, Any] = {}
+        self._handles: tuple = ()
+        self._report: Optional[_Report] = None
+        self._preparing = 0
+
+    # -- the block -----------------------------------------------------------------------------------------------
+    def __enter__(self) -> AutoAttach:
+        cls = accelerate.Accelerator
+        if any(getattr(cls.__dict__.get(name), "_layersync_wrapper", False) for name in _WRAPPED):
+            raise UsageError("`AutoAttach` is already active: one LayerSync runner per process.")
+        for name in _WRAPPED:
+            self._originals[name] = cls.__dict__[name]
+            wrapper = getattr(self, f"_wrap_{name}")(self._originals[name])
+            wrapper._layersync_wrapper = True
+            setattr(cls, name, wrapper)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for name, original in self._originals.items():
+            setattr(accelerate.Accelerator, name, original)
+        self._originals.clear()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = ()
+        if self._report is not None:
+            self._report.flush()
+        if self.layersync is not None:
+            self.layersync.remove()
+        if exc_type is None and self.layersync is None:
+            raise UsageError(
+                "The training script finished, but LayerSync never ran: "
+                + (f"it prepared {', '.join(self.seen)}, none of which holds a model with a layout. "
+                   if self.seen else "it never called `Accelerator.prepare` on a model. ")
+                + "LayerSync attaches when the script prepares its denoiser with accelerate."
+            )  # fmt: skip
+
+    # -- prepare ---------------------------------------------------------------------------------------------------
+    def _wrap_prepare(self, original: Callable) -> Callable:
+        def prepare(accelerator, *objects, **kwargs):
+            if self.layersync is None:
+                self._attach(accelerator, [o for o in objects if isinstance(o, nn.Module)])
+            self._preparing += 1  # prepare calls prepare_model for each module: seen once, here
+            try:
+                return original(accelerator, *objects, **kwargs)
+            finally:
+                self._preparing -= 1
+
+        return prepare
+
+    def _wrap_prepare_model(self, original: Callable) -> Callable:
+        def prepare_model(accelerator, model, *args, **kwargs):
+            if self.layersync is None and not self._preparing and isinstance(model, nn.Module):
+                self._attach(accelerator, [model])
+            return original(accelerator, model, *args, **kwargs)
+
+        return prepare_model
+
+    def _attach(self, accelerator, modules: list[nn.Module]) -> None:
+        """Attach to the one denoiser among `modules`; none yet: wait for a later prepare (text encoders first)."""
+        if not modules:
+            return  # a sample dataloader, an optimizer: nothing to align
+        self.seen += [type(unwrap(m)).__name__ for m in modules]
+        found = [(top, path, module) for top in modules for path, module in _candidates(unwrap(top), self.module)]
+        if not found:
+            return
+        if len(found) > 1:
+            listed = ", ".join(f"{type(m).__name__} ({_where(top, path)})" for top, path, m in found)
+            raise UsageError(
+                f"LayerSync found several models it could align among the prepared modules: {listed}. Name the one "
+                "to align with `--module` (a class name or a path such as `pipe.dit`)."
+            )
+        top, path, denoiser = found[0]
+        trainer = unwrap(top) if path else None  # an outer training module runs the training forward
+        self.layersync = LayerSync.from_config(denoiser, self.config, training_module=trainer)
+        self.accelerator = accelerator
+        self._handles = self.layersync.register_with(accelerator)
+        self._report = _Report(self.layersync, self._report_path(accelerator), self.report_every,
+                               accelerator.is_main_process)  # fmt: skip
+        logger.info("LayerSync runner: %r, attached at Accelerator.prepare (%s).", self.layersync, _where(top, path))
+        if accelerator.is_main_process:
+            print(f"LayerSync: {self.layersync!r}; metrics every {self.report_every} optimizer steps in "
+                  f"{self._report.path}", flush=True)  # fmt: skip
+
+    def _report_path(self, accelerator) -> Path:
+        if self._metrics_file is not None:
+            return Path(self._metrics_file)
+        folder = self._output_dir or getattr(accelerator, "project_dir", None) or os.getcwd()
+        return Path(folder) / METRICS_FILE
+
+    # -- backward ----------------------------------------------------------------------------------------------
+    def _wrap_backward(self, original: Callable) -> Callable:
+        def backward(accelerator, loss, **kwargs):
+            if self.layersync is None and self.seen:
+                which = f"is named {self.module!r}" if self.module else "holds a model with a layout"
+                raise UsageError(
+                    f"The script started training, but none of the modules it prepared ({', '.join(self.seen)}) "
+                    f"{which}. Name the model to align with `--module` (a class name or a path such as `pipe.dit`)."
+                )
+            if self.layersync is None:
+                raise UsageError(
+                    "The script started training without preparing a model with accelerate (DiffSynth-Studio's "
+                    "--enable_model_cpu_offload prepares only the optimizer), so LayerSync has nothing to attach to. "
+                    "Train without that mode, or add LayerSync in Python (docs/zero-edit.md)."
+                )
+            if accelerator is self.accelerator:
+                loss = self._add_term(loss)
+            result = original(accelerator, loss, **kwargs)
+            if accelerator is self.accelerator and accelerator.sync_gradients:
+                self._report.step()
+            return result
+
+        return backward
+
+    def _add_term(self, loss: torch.Tensor) -> torch.Tensor:
+        layersync = self.layersync
+        if layersync.has_activations:
+            weight = layersync.weight
+            term = layersync.loss()  # before accelerate divides and scales: like the task loss
+            self._report.add(term, weight)
+            return loss + term
+        if layersync.state == "attached":
+            self.skipped_backwards += 1
+            if self.skipped_backwards == 1:
+                warnings.warn(
+                    "Accelerator.backward was called with no training forward of the model since the last one, so "
+                    "its loss is left as it is (the runner counts these: AutoAttach.skipped_backwards).",
+                    stacklevel=3,
+                )
+        else:
+            layersync.loss()  # stopped: zero, and the step count goes on
+        return loss
+
+    # -- log ---------------------------------------------------------------------------------------------------
+    def _wrap_log(self, original: Callable) -> Callable:
+        def log(accelerator, values, *args, **kwargs):
+            if self.layersync is not None and accelerator is self.accelerator:
+                metrics = self.layersync.metrics(sync=False)  # no collective: log may run on one process only
+                if accelerator.is_main_process:
+                    values = {**values, **metrics}
+            return original(accelerator, values, *args, **kwargs)
+
+        return log
+
+
+def _candidates(root: nn.Module, name: Optional[str]) -> list[tuple[str, nn.Module]]:
+    """(path, module) of the models with a layout in `root`, outermost only; or the first module `name` names."""
+    if name is not None:
+        named = [(path, module) for path, module in root.named_modules() if name in (path, type(module).__name__)]
+        return named[:1]
+    found: list[tuple[str, nn.Module]] = []
+    for path, module in root.named_modules():  # parents come before their children
+        inside = any(outer == "" or path.startswith(f"{outer}.") for outer, _ in found)
+        if not inside and lookup_layout(type(module)) is not None:
+            found.append((path, module))
+    return found
+
+
+def _where(top: nn.Module, path: str) -> str:
+    return f"the prepared {type(unwrap(top)).__name__}" + (f", at `{path}`" if path else "")
+
+
+class _Report:
+    """LayerSync's own report: the mean term and similarity every N optimizer steps, printed and in a JSON-lines
+    file. Sums stay on the device between reports (one host sync per report)."""
+
+    def __init__(self, layersync: LayerSync, path: Path, every: int, main: bool):
+        self.layersync, self.path, self.every, self.main = layersync, path, every, main
+        self.steps = 0
+        self.sums: Optional[torch.Tensor] = None  # (term, similarity, count)
+        if main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(self, term: torch.Tensor, weight: float) -> None:
+        similarity = -term.detach() / weight if weight else torch.zeros_like(term)
+        values = torch.stack([term.detach(), similarity, torch.ones_like(similarity)])
+        self.sums = values if self.sums is None else self.sums + values
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.sums is None:
+            return
+        term, similarity, count = self.sums.tolist()
+        self.sums = None
+        if not self.main:
+            return
+        row = {"layersync_step": self.layersync.step, "layersync_loss": term / count,
+               "layersync_similarity": similarity / count, "time": round(time.time(), 3)}  # fmt: skip
+        print(f"layersync step {self.layersync.step}: layersync_loss {row['layersync_loss']:.5f}, "
+              f"layersync_similarity {row['layersync_similarity']:.4f}", flush=True)  # fmt: skip
+        with open(self.path, "a", encoding="utf-8") as f:  # appended: a resumed run never replaces earlier lines
+            f.write(json.dumps(row) + "\n")

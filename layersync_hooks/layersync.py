@@ -8,7 +8,7 @@ import logging
 import os
 import warnings
 import weakref
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -19,7 +19,7 @@ from .config import BlockRef, LayerSyncConfig, Pair
 from .errors import BlockIndexError, LayerSyncConfigError, LayerSyncError, copy_refused
 from .heuristic import default_teacher
 from .layouts import BlockLayout, layout_for
-from .loss import token_similarity
+from .loss import Folded, connect, fold, mean_cosine
 from .schedule import WeightSchedule, ends_optimizer_step
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ class LayerSync:
         self._training_module = weakref.ref(training_module) if training_module is not None else None
         self._step = 0  # optimizer steps (see schedule.py), saved by state_dict()
         self._targets_checked = False  # whether a loss() has checked that the token rules select tokens
+        self._folded: dict[int, _FoldedPair] = {}  # pair index -> folded in the training forward numbered below
+        self._folded_forward = -1
         self._removed = False
         self._capture: Optional[BlockCapture] = None
         self._reset_metrics()
@@ -174,7 +176,11 @@ class LayerSync:
             given = self._given_model()
             trainer = self._training_module() if self._training_module is not None else None
             self._capture = BlockCapture(
-                given if given is not None else self.model, blocks, layout=self._layout, training_module=trainer
+                given if given is not None else self.model,
+                blocks,
+                layout=self._layout,
+                training_module=trainer,
+                on_stored=self._fold_in_forward,
             )
         elif self.state != "attached" and self._capture is not None:
             self._capture.remove()
@@ -198,7 +204,10 @@ class LayerSync:
     @property
     def has_activations(self) -> bool:
         """Whether a training forward has run whose term `loss()` has not built yet."""
-        return self._capture is not None and self._capture.has_activations
+        if self._capture is None:
+            return False
+        folded_now = bool(self._folded) and self._folded_forward == self._capture.forwards
+        return folded_now or self._capture.has_activations
 
     @property
     def student(self) -> Optional[Block]:
@@ -224,13 +233,23 @@ class LayerSync:
         if state != "attached":
             self._count_step()
             return torch.zeros((), device=self._device())
-        activations = self._capture.pop(caller="LayerSync.loss()")
-        self._check_students_learn(activations)
-        masks = [_both(activations[s.path].mask, activations[t.path].mask) for s, t in self.pairs]
-        similarities = [
-            token_similarity(activations[s.path].hidden, activations[t.path].hidden, mask=mask)
-            for (s, t), mask in zip(self.pairs, masks)
-        ]
+        folded = self._folded if self._folded_forward == self._capture.forwards else {}
+        self._folded = {}
+        left = {path for i, pair in enumerate(self.pairs) for path in _paths_needed(pair, folded.get(i))}
+        activations = self._capture.pop(sorted(left), caller="LayerSync.loss()")
+        for i, (student, teacher) in enumerate(self.pairs):  # pairs the forward could not fold
+            if i not in folded:
+                tokens = activations[student.path].hidden
+                mask = _both(activations[student.path].mask, activations[teacher.path].mask)
+                pair = fold(tokens, activations[teacher.path].hidden, mask=mask, with_grad=tokens.requires_grad)
+                folded[i] = _FoldedPair(pair, connect(tokens, pair) if tokens.requires_grad else None)
+            elif folded[i].cosine is None:  # folded, but connected only now that the student has its grad_fn
+                tokens = activations[student.path].hidden
+                folded[i] = _FoldedPair(folded[i].folded, connect(tokens, folded[i].folded)
+                                        if tokens.requires_grad else None)  # fmt: skip
+        self._check_students_learn(folded)
+        masks = [folded[i].folded.mask for i in range(len(self.pairs))]
+        similarities = [mean_cosine(folded[i].cosine, masks[i]) for i in range(len(self.pairs))]
         similarity = similarities[0] if len(similarities) == 1 else torch.stack(similarities).mean()
         weight = self.weight
         term = -weight * similarity
@@ -246,9 +265,40 @@ class LayerSync:
         self._count_step()
         return term
 
-    def _check_students_learn(self, activations: Mapping[str, Any]) -> None:
+    def _fold_in_forward(self, path: str) -> None:
+        """Inside the training forward, when a block is stored: fold every pair whose student and teacher have both
+        run, connect it to the student's graph, and release what no pair still needs, so both outputs are freed
+        like any activation autograd does not keep (a Flux single-stream teacher would otherwise hold its whole
+        text+image tensor, and a student that feeds only a `cat` its own output, until the loss)."""
+        capture = self._capture
+        if capture is None or torch.compiler.is_compiling():  # a whole-model graph keeps its own schedule: fold later
+            return
+        if self._folded_forward != capture.forwards:
+            self._folded, self._folded_forward = {}, capture.forwards
+        for i, (student, teacher) in enumerate(self.pairs):
+            if i in self._folded or path not in (student.path, teacher.path):
+                continue
+            if not capture.is_stored([student.path, teacher.path]):
+                continue
+            # Under reentrant checkpointing the hook runs under no_grad, but the student's output, from an earlier
+            # block, already has its grad_fn (without one yet, a checkpointed root, it connects at loss()). Inside a
+            # non-reentrant checkpointed block, tensors saved here must not count as the block's own: its
+            # recomputation, where nothing is captured, would save fewer.
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
+                try:
+                    tokens = capture.peek([student.path, teacher.path], caller="LayerSync")
+                    mask = _both(tokens[student.path].mask, tokens[teacher.path].mask)
+                    pair = fold(tokens[student.path].hidden, tokens[teacher.path].hidden, mask=mask)
+                except Exception:  # loss() folds it again and raises the error where users expect it
+                    return
+                hidden = tokens[student.path].hidden
+                self._folded[i] = _FoldedPair(pair, connect(hidden, pair) if hidden.requires_grad else None)
+        needed = {p for i, pair in enumerate(self.pairs) for p in _paths_needed(pair, self._folded.get(i))}
+        capture.release([p for pair in self.pairs for p in (pair[0].path, pair[1].path) if p not in needed])
+
+    def _check_students_learn(self, folded: Mapping[int, _FoldedPair]) -> None:
         """A student whose tokens need no gradient (it and everything before it frozen) would train nothing."""
-        frozen = [student for student, _ in self.pairs if not activations[student.path].hidden.requires_grad]
+        frozen = [self.pairs[i][0] for i, pair in folded.items() if pair.cosine is None]
         if frozen:
             raise LayerSyncError(_no_gradient_message(frozen, self._capture.all_blocks, type(self.model).__name__))
 
@@ -398,6 +448,27 @@ class LayerSync:
             f"student={s.path} (depth {s.depth}) <- teacher={t.path} (depth {t.depth})" for s, t in self.pairs
         )
         return f"LayerSync({name}, {pairs}, weight={self.config.weight}, {self.state})"
+
+
+def _keep(tensor: torch.Tensor) -> torch.Tensor:
+    """Saved-tensor hook that saves the tensor as autograd would without hooks."""
+    return tensor
+
+
+class _FoldedPair(NamedTuple):
+    """A pair folded in the forward: its `Folded` values, and its per-token cosine connected to the student's graph
+    (None until the student has a grad_fn, or when it needs no gradient)."""
+
+    folded: Folded
+    cosine: Optional[torch.Tensor]
+
+
+def _paths_needed(pair: tuple[Block, Block], folded: Optional[_FoldedPair]) -> tuple[str, ...]:
+    """The block paths `loss()` still needs of a pair: none once folded and connected, the student when only
+    folded, both otherwise."""
+    if folded is None:
+        return pair[0].path, pair[1].path
+    return () if folded.cosine is not None else (pair[0].path,)
 
 
 def _resolve_pair(

@@ -4,16 +4,17 @@
 
 Computed in float32 whatever the activation dtype, so fp16/bf16 zero or padding tokens give 0, not NaN.
 
-The per-token cosine is one autograd function that makes no full-size copy of either activation: it keeps
-references to the student and teacher tensors (the model holds them anyway) and three floats per token, computes
-the norms in float32 inside the reduction, the dot products in row chunks (upcasting one chunk at a time), and
-writes the student gradient straight into its output. Its only full-size allocation is that gradient, which
-autograd needs anyway.
+A pair is first *folded* (`fold`): the per-token cosine and its gradient with respect to the student tokens,
+computed at once without autograd and without a full-size copy of either activation (norms in float32 inside the
+reductions, dot products in row chunks, the gradient written straight into its one buffer, which autograd would
+need anyway). The term is then a tiny autograd function over the student tokens whose backward scales that
+gradient in place. Nothing holds the teacher afterwards: LayerSync folds each pair inside the forward, as soon as
+its teacher block has run, so the teacher's output is freed like any activation autograd does not keep.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 
@@ -56,42 +57,108 @@ def _norms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).reshape(-1).clamp_min(EPS)
 
 
-class _TokenCosine(torch.autograd.Function):
-    """Per-token cosine (B*N,) in float32, clamped to [-1, 1]; gradient to the student only."""
+class Folded(NamedTuple):
+    """What the term and its gradient need of one student/teacher pair, computed without autograd.
+
+    `cosine` is the per-token cosine (B*N,) in float32, clamped to [-1, 1]; `grad` its derivative with respect to
+    the student tokens, (B, N, D) in the student's dtype (None when the student needs no gradient); `mask` the
+    tokens that count. Holding it, not the teacher, lets the teacher's block output go as soon as it is folded.
+    """
+
+    cosine: torch.Tensor
+    grad: Optional[torch.Tensor]
+    mask: Optional[torch.Tensor]
+
+
+def fold(student: torch.Tensor, teacher: torch.Tensor, *, mask: Optional[torch.Tensor] = None,
+         with_grad: bool = True) -> Folded:  # fmt: skip
+    """Fold a student and a (detached) teacher into the per-token cosine and its student gradient.
+
+    Norms in float32 inside the reductions, dot products in row chunks (one chunk upcast at a time), the gradient
+    written straight into its one full-size buffer: no copy of either activation is made.
+    """
+    student, teacher = flatten_tokens(student), flatten_tokens(teacher.detach())
+    if student.shape != teacher.shape or student.dim() != 3:
+        raise ShapeMismatchError(
+            f"LayerSync compares tokens one to one, but the student tokens have shape {tuple(student.shape)} "
+            f"and the teacher tokens {tuple(teacher.shape)}. Choose blocks with the same number of tokens "
+            "and channels (in a UNet: the same resolution level)."
+        )
+    if mask is not None and mask.numel() != student.shape[0] * student.shape[1]:
+        raise ShapeMismatchError(
+            f"The token mask has shape {tuple(mask.shape)}, but the tokens are {tuple(student.shape[:2])} "
+            "(batch, tokens)."
+        )
+    # float32 even inside a user's autocast region; values only, whatever the caller's grad mode
+    with torch.no_grad(), torch.autocast(student.device.type, enabled=False):
+        s_norm, t_norm = _norms(student), _norms(teacher)
+        dot = torch.empty_like(s_norm)
+        for first, s, t in _row_chunks(student, teacher):
+            torch.sum(s.float() * t.float(), dim=-1, out=dot[first : first + len(s)])
+        raw = dot.div_(s_norm * t_norm)
+        grad = _student_grad(student, teacher, raw, s_norm, t_norm) if with_grad else None
+    return Folded(raw.clamp(-1.0, 1.0), grad, mask)
+
+
+def _student_grad(student, teacher, raw, s_norm, t_norm) -> torch.Tensor:
+    """d cos / d s = t / (|s||t|) - cos * s / |s|^2, per token. No gradient where a clamp bites: |cos| > 1 from
+    rounding, and |s| < EPS: a zero (padding) token has no direction to pull, and t / (EPS |t|) overflows fp16."""
+    live = ((raw.abs() <= 1.0) & (s_norm > EPS)).float()
+    along_t = (live / (s_norm * t_norm)).unsqueeze(-1)
+    along_s = (-live * raw / s_norm.square()).unsqueeze(-1)
+    grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
+    for first, s, t, g in _row_chunks(student, teacher, grad):
+        rows = slice(first, first + len(s))
+        if g.dtype == torch.float32:  # written in place: no temporary at all
+            torch.mul(t, along_t[rows], out=g).addcmul_(s, along_s[rows])
+        else:
+            g.copy_(t.float().mul_(along_t[rows]).addcmul_(s.float(), along_s[rows]))
+    return grad
+
+
+class _FoldedCosine(torch.autograd.Function):
+    """The per-token cosine of a folded pair, connected to the student tokens; its backward scales the folded
+    gradient by the upstream gradient, in place (the one full-size buffer, allocated when the pair was folded)."""
 
     @staticmethod
-    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        # float32 even inside a user's autocast region
-        with torch.autocast(student.device.type, enabled=False):
-            s_norm, t_norm = _norms(student), _norms(teacher)
-            dot = torch.empty_like(s_norm)
-            for first, s, t in _row_chunks(student, teacher):
-                torch.sum(s.float() * t.float(), dim=-1, out=dot[first : first + len(s)])
-            raw = dot.div_(s_norm * t_norm)
-        # references to the activations (the model holds them anyway) and three floats per token
-        ctx.save_for_backward(student, teacher, raw, s_norm, t_norm)
-        return raw.clamp(-1.0, 1.0)
+    def forward(ctx, student: torch.Tensor, cosine: torch.Tensor, grad: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(grad)
+        ctx.used = False
+        return cosine.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        student, teacher, raw, s_norm, t_norm = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None
-        # d cos / d s = t / (|s||t|) - cos * s / |s|^2. No gradient where a clamp bites: |cos| > 1 from rounding,
-        # and |s| < EPS: a zero (padding) token has no direction to pull, and t / (EPS |t|) overflows fp16.
-        upstream = grad_out * ((raw.abs() <= 1.0) & (s_norm > EPS))
-        along_t = (upstream / (s_norm * t_norm)).unsqueeze(-1)
-        along_s = (-upstream * raw / s_norm.square()).unsqueeze(-1)
-        grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
-        with torch.autocast(student.device.type, enabled=False):
-            for first, s, t, g in _row_chunks(student, teacher, grad):
-                rows = slice(first, first + len(s))
-                if g.dtype == torch.float32:  # written in place: no temporary at all
-                    torch.mul(t, along_t[rows], out=g).addcmul_(s, along_s[rows])
-                else:
-                    g.copy_(t.float().mul_(along_t[rows]).addcmul_(s.float(), along_s[rows]))
-        return grad, None
+        if ctx.used:  # the buffer was scaled in place by the first backward
+            raise RuntimeError(
+                "LayerSync's term was backpropagated a second time (retain_graph): its first backward scaled the "
+                "gradient buffer in place, which saves a full activation. Backpropagate it once; for a second "
+                "gradient, run the forward again and build a new term with `loss()`."
+            )
+        (grad,) = ctx.saved_tensors
+        if grad is None or not ctx.needs_input_grad[0]:
+            return None, None, None
+        ctx.used = True
+        return grad.mul_(grad_out.reshape(*grad.shape[:2], 1).to(grad.dtype)), None, None
+
+
+def connect(student: torch.Tensor, folded: Folded) -> torch.Tensor:
+    """The per-token cosine (B*N,) of a folded pair, as a tensor whose gradient reaches `student`. It keeps the
+    folded gradient, not the student tokens: once connected, the student's output can be freed too."""
+    return _FoldedCosine.apply(flatten_tokens(student), folded.cosine, folded.grad)
+
+
+def mean_cosine(cosine: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """The mean over the tokens that count (all without a mask), as a float32 0-dim tensor."""
+    if mask is None:
+        return cosine.mean()
+    mask = mask.reshape(cosine.shape).to(cosine.dtype)
+    return (cosine * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def folded_similarity(student: torch.Tensor, folded: Folded) -> torch.Tensor:
+    """The mean per-token cosine of a folded pair, as a float32 0-dim tensor whose gradient reaches `student`."""
+    return mean_cosine(connect(student, folded), folded.mask)
 
 
 def token_similarity(
@@ -105,23 +172,7 @@ def token_similarity(
         teacher (`torch.Tensor`): Same shape; always detached.
         mask (`torch.Tensor`, *optional*): (B, N) (or (B, T, P)) bool, True for the tokens that count.
     """
-    student, teacher = flatten_tokens(student), flatten_tokens(teacher)
-    if student.shape != teacher.shape or student.dim() != 3:
-        raise ShapeMismatchError(
-            f"LayerSync compares tokens one to one, but the student tokens have shape {tuple(student.shape)} "
-            f"and the teacher tokens {tuple(teacher.shape)}. Choose blocks with the same number of tokens "
-            "and channels (in a UNet: the same resolution level)."
-        )
-    cosine = _TokenCosine.apply(student, teacher.detach())
-    if mask is None:
-        return cosine.mean()
-    if mask.numel() != cosine.numel():
-        raise ShapeMismatchError(
-            f"The token mask has shape {tuple(mask.shape)}, but the tokens are {tuple(student.shape[:2])} "
-            "(batch, tokens)."
-        )
-    mask = mask.reshape(cosine.shape).to(cosine.dtype)
-    return (cosine * mask).sum() / mask.sum().clamp_min(1.0)
+    return folded_similarity(student, fold(student, teacher, mask=mask, with_grad=student.requires_grad))
 
 
 def layersync_loss(

@@ -77,37 +77,51 @@ def test_internal_checkpointing_modes_give_one_capture_and_identical_gradients(f
 
 
 def test_internal_stray_forwards_do_not_replace_the_capture():
-    """Eval, no-grad, paused and EMA-copy forwards between the training forward and loss() are ignored."""
+    """Eval, no-grad, paused and EMA-copy forwards between the training forward and loss() are ignored: nothing is
+    stored or folded again (the training forward's pair was folded in it), and the term is that forward's."""
     model, inputs = build("PixArt")
     ema = copy.deepcopy(model)
     layersync = LayerSync(model, student_block=1, teacher_block=3)
+    buffer = spy(layersync)
     pred = prediction(model, inputs)
-    captured = layersync._capture._engine.buffer[layersync.student.path][0]
+    folded = dict(layersync._folded)
+    stray = dict(inputs, hidden_states=inputs["hidden_states"] * 2)
     with torch.no_grad():
-        prediction(model, inputs)
+        prediction(model, stray)
     model.eval()
-    prediction(model, inputs)
+    prediction(model, stray)
     model.train()
     with layersync.paused():
-        prediction(model, inputs)
+        prediction(model, stray)
     ema_copy = copy.deepcopy(model)  # copied with the hooks: they must ignore it
-    prediction(ema_copy, inputs)
-    prediction(ema, inputs)
-    assert layersync._capture._engine.buffer[layersync.student.path][0] is captured
+    prediction(ema_copy, stray)
+    prediction(ema, stray)
+    assert buffer.stores == 2 and layersync._folded.keys() == folded.keys()
+    assert layersync._folded[0].cosine is folded[0].cosine
     (pred.mean() + layersync.loss()).backward()
 
 
 def test_internal_buffer_released_after_loss_and_at_rearm():
-    """The captured outputs are freed once the loss is built, and at the next training forward if never used."""
+    """The captured outputs are freed once taken, and at the next training forward if never used; LayerSync holds
+    nothing of a forward after it (its pair folded, both blocks released) but that forward's folded values."""
     model, inputs = build("PixArt")
-    layersync = LayerSync(model, student_block=1, teacher_block=3)
-    engine = layersync._capture._engine
+    capture = BlockCapture(model, blocks=[1, 3])
+    engine = capture._engine
     prediction(model, inputs)
-    first = engine.buffer[layersync.student.path][0]
-    prediction(model, inputs)  # forward without loss(): the re-arm must drop the first capture
-    assert engine.buffer[layersync.student.path][0] is not first
-    layersync.loss()
+    first = engine.buffer["transformer_blocks.0"][0]
+    prediction(model, inputs)  # forward without pop(): the re-arm must drop the first capture
+    assert engine.buffer["transformer_blocks.0"][0] is not first
+    capture.pop()
     assert not engine.buffer and engine.model_call is None
+    capture.remove()
+    layersync = LayerSync(model, student_block=1, teacher_block=3)
+    prediction(model, inputs)
+    assert not layersync._capture._engine.buffer and layersync.has_activations
+    first = layersync._folded[0]
+    prediction(model, inputs)
+    assert layersync._folded[0] is not first
+    layersync.loss()
+    assert not layersync._folded and not layersync.has_activations
 
 
 def test_internal_captures_share_hooks_and_buffer():
@@ -120,29 +134,29 @@ def test_internal_captures_share_hooks_and_buffer():
     buffer = spy(layersync)
     prediction(model, inputs)
     assert buffer.stores == 2
+    assert set(buffer) == {"transformer_blocks.0"}  # LayerSync released both blocks, held on for the other user
     activations = repa.pop()
     assert set(activations) == {"transformer_blocks.0"}
     assert activations["transformer_blocks.0"].hidden.shape == (2, 16, 8)
-    assert "transformer_blocks.0" in buffer  # still held for LayerSync
-    layersync.loss()
     assert not buffer
+    layersync.loss()
     layersync.remove()
     assert len(model.transformer_blocks[0]._forward_hooks) == 1  # still used by the other capture
     repa.remove()
     assert hook_counts(model) == 0
 
 
-def kept(layersync):
+def kept(capture):
     """path -> what the capture keeps besides the raw output, after one training forward."""
-    return {path: extra for path, (_, extra) in layersync._capture._engine.buffer.items()}
+    return {path: extra for path, (_, extra) in capture._engine.buffer.items()}
 
 
 def test_internal_rules_that_read_model_arguments_keep_no_block_arguments():
     model, inputs = build("Flux")  # img_ids marks the target: a model argument
-    layersync = LayerSync(model, student_block=1, teacher_block=-1)  # a double block and a single block
+    capture = BlockCapture(model, blocks=[1, -1])  # a double block and a single block
     prediction(model, inputs)
-    assert kept(layersync) == {layersync.student.path: None, layersync.teacher.path: None}
-    assert torch.isfinite(layersync.loss())
+    assert kept(capture) == {"transformer_blocks.0": None, "single_transformer_blocks.2": None}
+    assert all(a.hidden.isfinite().all() for a in capture.pop().values())
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
@@ -151,11 +165,15 @@ def test_internal_declared_block_arguments_are_kept_alone_and_by_name(checkpoint
     if checkpointing:  # diffusers then passes block arguments positionally
         model.enable_gradient_checkpointing()
     model.train()
-    layersync = LayerSync(model, student_block="layers.0", teacher_block="layers.1")
+    capture = BlockCapture(model, blocks=["layers.0", "layers.1"])
     prediction(model, inputs)
-    for path, extra in kept(layersync).items():
+    assert set(kept(capture)) == {"layers.0", "layers.1"}
+    for path, extra in kept(capture).items():
         assert list(extra) == ["noise_mask"], path
         assert extra["noise_mask"].dtype == torch.bool or not extra["noise_mask"].is_floating_point()
+    capture.remove()
+    layersync = LayerSync(model, student_block="layers.0", teacher_block="layers.1")
+    prediction(model, inputs)
     assert torch.isfinite(layersync.loss())
 
 
@@ -214,3 +232,30 @@ def test_internal_shared_blocks_are_captured_once():
     assert "student=transformer_blocks.1 (depth 2) <- teacher=transformer_blocks.2 (depth 3)" in repr(layersync)
     with pytest.raises(LayerSyncConfigError, match="name the same blocks twice"):
         LayerSync(model, pairs=[(1, 3), ("transformer_blocks.0", "transformer_blocks.2")])
+
+
+@pytest.mark.parametrize("family", ["Flux", "PixArt"])
+def test_internal_teacher_is_released_inside_the_forward(family):
+    """Once a pair's teacher block has run, the pair is folded, connected to the student's graph, and both outputs
+    leave the buffer while the forward still runs; the term and its gradient equal the unfolded computation."""
+    model, inputs = build(family)
+    layersync = LayerSync(model, student_block=1, teacher_block=3)
+    sizes = []
+    last = BlockCapture(model, [-1])
+    last.on_stored = lambda path: sizes.append(set(layersync._capture._engine.buffer) - {path})
+    prediction(model, inputs)
+    assert sizes == [set()]  # at the last block LayerSync holds nothing in the buffer
+    term = layersync.loss()
+    term.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    last.remove()
+    layersync.remove()
+    reference = LayerSync(model, student_block=1, teacher_block=3)
+    reference._capture.on_stored = None  # never fold in the forward: everything at loss()
+    prediction(model, inputs)
+    expected = reference.loss()
+    expected.backward()
+    torch.testing.assert_close(term, expected, rtol=1e-6, atol=1e-7)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-5, atol=1e-7, msg=name)

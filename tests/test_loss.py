@@ -86,3 +86,13 @@ def test_float32_inside_autocast():
         value = token_similarity(student, teacher)
     assert value.dtype == torch.float32
     assert abs(value.item() - reference_grad(student, teacher)[0].item()) < 1e-6
+
+
+def test_a_second_backward_through_the_term_is_a_clear_error():
+    """The term's backward scales its one gradient buffer in place; a second backward (retain_graph) would read a
+    scaled buffer, so it is refused with what to do instead."""
+    student = torch.randn(2, 8, 16, requires_grad=True)
+    term = layersync_loss(student * 1.0, torch.randn(2, 8, 16))
+    term.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backpropagated a second time.*build a new term"):
+        term.backward()

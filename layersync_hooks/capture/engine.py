@@ -225,26 +225,40 @@ class _Engine:
         if self.armed and path in self.pending and path not in self.buffer and self.modules[path]() is module:
             picker = self.pickers.get(path)
             self.buffer[path] = Stored(output, picker(args, kwargs) if picker is not None else None)
+            for user in list(self.pending[path]):
+                if user.on_stored is not None:
+                    user.on_stored(path)
         return None
 
     # -- taking activations --------------------------------------------------------------------------------
     def ready(self, user: BlockCapture) -> bool:
-        return not self.armed and all(b.path in self.buffer and user in self.pending[b.path] for b in user.blocks)
+        """Whether the last training forward left `user` something to take."""
+        return not self.armed and any(user in self.pending.get(path, ()) for path in self.buffer)
 
-    def take(self, user: BlockCapture, caller: str) -> tuple[dict[str, Stored], Optional[tuple[tuple, dict]]]:
-        missing = [b.path for b in user.blocks if b.path not in self.buffer or user not in self.pending[b.path]]
+    def stored(self, user: BlockCapture, paths: Sequence[str]) -> bool:
+        return all(path in self.buffer and user in self.pending.get(path, ()) for path in paths)
+
+    def peek(self, user: BlockCapture, paths: Sequence[str], caller: str) -> dict[str, Stored]:
+        missing = [path for path in paths if not self.stored(user, [path])]
         if missing:
             raise MissingActivationsError(self._explain(caller, missing, user))
-        taken = {}
-        for block in user.blocks:
-            taken[block.path] = self.buffer[block.path]
-            self.pending[block.path].discard(user)
-            if not self.pending[block.path]:
-                del self.buffer[block.path]  # the last user took it: release the graph it pins
+        return {path: self.buffer[path] for path in paths}
+
+    def take(self, user: BlockCapture, paths: Sequence[str], caller: str) -> dict[str, Stored]:
+        paths = list(dict.fromkeys(paths))
+        taken = self.peek(user, paths, caller)
+        for path in paths:
+            self.pending[path].discard(user)
+            if not self.pending[path]:
+                del self.buffer[path]  # the last user took it: release the graph it pins
+        return taken
+
+    def call_of_model(self) -> Optional[tuple[tuple, dict]]:
+        """The model's call, for token rules; let go once the buffer is empty."""
         model_call = self.model_call
         if not self.buffer:
             self.model_call = None
-        return taken, model_call
+        return model_call
 
     def _explain(self, caller: str, missing: list[str], user: BlockCapture) -> str:
         model = type(self.trainer()).__name__
@@ -307,6 +321,8 @@ class BlockCapture:
         training_module (`nn.Module`, *optional*): The module whose forward is the training forward, when the
             training loop never calls `model`'s own forward (DiffSynth-Studio calls the DiT's blocks from its
             training module). Defaults to `model`.
+        on_stored (`callable`, *optional*): `on_stored(path)` is called inside the training forward each time a
+            block of this capture is stored, e.g. to fold what is needed of it early and `release` the rest.
 
     Example:
         ```python
@@ -323,6 +339,7 @@ class BlockCapture:
         *,
         layout: Optional[BlockLayout] = None,
         training_module: Optional[nn.Module] = None,
+        on_stored: Optional[Callable[[str], None]] = None,
     ):
         check_torch()
         check_not_compiled_yet(model)
@@ -344,6 +361,7 @@ class BlockCapture:
         for block in self.blocks:
             _check_called_once(block, self.all_blocks)
         self._paused = 0
+        self.on_stored = on_stored
         trainer = unwrap(training_module) if training_module is not None else root
         self._engine: Optional[_Engine] = _Engine.of(root, trainer)
         self._engine.add(self)
@@ -363,13 +381,43 @@ class BlockCapture:
         """Whether a training forward has left activations of every block that `pop()` has not taken yet."""
         return self._engine is not None and self._engine.ready(self)
 
-    def pop(self, *, caller: str = "BlockCapture.pop()") -> dict[str, Activation]:
-        """The target tokens of each block from the last training forward; releases them. Call once per forward."""
+    def pop(
+        self, blocks: Optional[Sequence[str]] = None, *, caller: str = "BlockCapture.pop()"
+    ) -> dict[str, Activation]:
+        """The target tokens of each block (or of the block paths given) from the last training forward; releases
+        them. Call once per forward."""
+        engine = self._require_engine(caller)
+        paths = [b.path for b in self.blocks] if blocks is None else list(blocks)
+        stored = engine.take(self, paths, caller)
+        return self._select(stored, engine.call_of_model())
+
+    def peek(self, blocks: Sequence[str], *, caller: str = "BlockCapture.peek()") -> dict[str, Activation]:
+        """The target tokens of these block paths from the current training forward, without releasing them."""
+        engine = self._require_engine(caller)
+        return self._select(engine.peek(self, list(blocks), caller), engine.model_call)
+
+    def release(self, blocks: Sequence[str]) -> None:
+        """Give up these block paths' outputs of the current training forward (freed once no capture needs them)."""
+        engine = self._require_engine("BlockCapture.release()")
+        engine.take(self, [path for path in blocks if engine.stored(self, [path])], "BlockCapture.release()")
+
+    def is_stored(self, blocks: Sequence[str]) -> bool:
+        """Whether the current training forward has stored these block paths, not yet taken."""
+        return self._engine is not None and self._engine.stored(self, list(blocks))
+
+    @property
+    def forwards(self) -> int:
+        """How many training forwards were captured so far (tells one forward's outputs from the next's)."""
+        return self._engine.forwards if self._engine is not None else 0
+
+    def _require_engine(self, caller: str) -> _Engine:
         if self._engine is None:
             raise LayerSyncError(f"`{caller}` was called after `remove()`; the hooks are gone.")
-        stored, model_call = self._engine.take(self, caller)
-        root = self._engine.root()
-        return {b.path: select(b, *stored[b.path], root, model_call) for b in self.blocks}
+        return self._engine
+
+    def _select(self, stored: dict[str, Stored], model_call) -> dict[str, Activation]:
+        blocks = {b.path: b for b in self.blocks}
+        return {path: select(blocks[path], *item, self._engine.root(), model_call) for path, item in stored.items()}
 
     @contextlib.contextmanager
     def paused(self):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import warnings
 from dataclasses import Field, InitVar, dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ def parse_block(value: Any, *, name: str = "block") -> Optional[BlockRef]:
         return value
     if isinstance(value, str) and value.strip():
         text = value.strip()
-        return int(text) if text.lstrip("-").isdigit() and text.count("-") <= 1 else text
+        # ASCII digits only: str.isdigit() also accepts '¹', which int() refuses
+        return int(text) if re.fullmatch(r"-?[0-9]+", text) else text
     raise LayerSyncConfigError(
         f"`{name}` must be a 1-based depth (int) or a block path such as 'transformer_blocks.7', "
         f"got {value!r} ({type(value).__name__})."

@@ -88,9 +88,13 @@ def test_conflicting_aliases():
         LayerSyncConfig.from_dict({"layersync_enabled": True, "layersync_student_block": 8, "encoder_depth": 6})
 
 
-@pytest.mark.parametrize("value,parsed", [("8", 8), ("-2", -2), ("transformer_blocks.3", "transformer_blocks.3")])
+@pytest.mark.parametrize(
+    "value,parsed",
+    [("8", 8), ("-2", -2), (" 3 ", 3), ("transformer_blocks.3", "transformer_blocks.3"), ("\u00b9", "\u00b9"),
+     ("--2", "--2")],
+)  # fmt: skip
 def test_block_strings(value, parsed):
-    """Digit strings (from CLIs, JSON) are depths; other strings are block paths."""
+    """ASCII digit strings (from CLIs, JSON) are depths; other strings, '¹' included, are block paths."""
     assert LayerSyncConfig(student_block=value, teacher_block=None).pairs == ((parsed, None),)
 
 

@@ -1,26 +1,16 @@
 """Accelerate: attach before prepare, accumulate, bf16, checkpointing, and metrics averaged over 2 processes."""
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: F401 (an autouse fixture)
 from tiny_models import build
 
 from layersync_hooks import LayerSync
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def test_prepared_model_accumulate_and_bf16():
@@ -81,37 +71,13 @@ def test_disabled_registers_nothing():
     assert "disabled" in repr(layersync)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_metrics_are_averaged_over_two_processes(tmp_path):
     """Under `accelerate launch` with 2 CPU processes, metrics() returns the mean over ranks on every rank, and
     returns on every rank when only one rank (or none) called loss() since the last metrics()."""
     script = Path(__file__).parent / "scripts" / "ddp_metrics.py"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(script),
-        str(tmp_path),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)  # a hang fails here
+    command = two_processes(str(script), str(tmp_path))
+    done = subprocess.run(command, env=CPU_ENV, capture_output=True, text=True, timeout=300)  # a hang fails here
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     rows = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in rows) == [0, 1] and all(r["world"] == 2 for r in rows)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from test_accelerate import free_port, fresh_accelerate_state  # noqa: F401 (autouse: a new Accelerator per test)
+from launch import free_port, fresh_accelerate_state  # noqa: F401 (autouse: a new Accelerator per test)
 
 from layersync_hooks.commands import arguments as checks
 from layersync_hooks.commands.cli import main

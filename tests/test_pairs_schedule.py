@@ -6,20 +6,13 @@ import json
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from launch import fresh_accelerate_state  # noqa: F401 (an autouse fixture)
 from test_capture import hook_counts
 from tiny_models import build, prediction
 
 from layersync_hooks import LayerSync, LayerSyncConfig, LayerSyncError
 from layersync_hooks.errors import LayerSyncConfigError
 from layersync_hooks.schedule import WeightSchedule
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 @pytest.mark.parametrize(

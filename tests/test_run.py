@@ -2,17 +2,15 @@
 script with the README's lines added by hand ends; its state, logs and errors behave as a user expects."""
 
 import json
-import os
 import re
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState, PartialState
+from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: F401 (an autouse fixture)
 from safetensors.torch import load_file
 
 from layersync_hooks.commands.cli import main
@@ -26,16 +24,6 @@ CASES = {
     "wrapper": ["--wrap", "--model", "Flux"],  # a training module holding Flux, whose token rule reads img_ids
     "fp16 + loss scaler": ["--mixed_precision", "fp16", "--cpu_grad_scaler"],
 }
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    """In-process runs each start from a fresh accelerate state, as separate processes would."""
-    for state in (AcceleratorState, GradientState, PartialState):
-        state._reset_state(*([True] if state is AcceleratorState else []))
-    yield
-    for state in (AcceleratorState, GradientState, PartialState):
-        state._reset_state(*([True] if state is AcceleratorState else []))
 
 
 def script(out, *args):
@@ -165,22 +153,13 @@ def test_runner_arguments_are_checked_before_the_script_runs(argv, message, caps
     assert err.startswith("error: ") and message in err, err
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch(out, *args, runner_args=None):
     """`accelerate launch` with 2 CPU processes, of the script or of the runner around it."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(free_port())]  # fmt: skip
+    command = two_processes()
     if runner_args is not None:
         command += ["-m", "layersync_hooks", "run", *runner_args, "--"]
     command += [str(SCRIPT), "--output_dir", str(out), *args]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)  # a hang fails here
+    done = subprocess.run(command, env=CPU_ENV, capture_output=True, text=True, timeout=300)  # a hang fails here
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 

@@ -6,16 +6,13 @@ where diffsynth is not installed (tests/conftest.py).
 """
 
 import json
-import os
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState, PartialState
 from diffsynth.models.wan_video_dit import WanModel
 from diffsynth.pipelines.wan_video import model_fn_wan_video
 from safetensors.torch import load_file
@@ -26,19 +23,13 @@ from layersync_hooks.commands.layouts import OUTSIDE_DIFFUSERS
 from layersync_hooks.integrations.accelerate import METRICS_FILE
 from layersync_hooks.layouts import lookup_layout
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the tests' own helpers
+from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: E402, F401 (an autouse fixture)
+
 SCRIPT = Path(__file__).parent / "train_tiny_wan.py"
 PAIR = ["--layersync_student_block", "1", "--layersync_teacher_block", "3"]
 DIFFSYNTH_ARGS = ["--dataset_base_path", ".", "--learning_rate", "1e-2", "--num_epochs", "1",
                   "--dataset_num_workers", "0", "--use_gradient_checkpointing"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    for state in (AcceleratorState, GradientState, PartialState):
-        state._reset_state(*([True] if state is AcceleratorState else []))
-    yield
-    for state in (AcceleratorState, GradientState, PartialState):
-        state._reset_state(*([True] if state is AcceleratorState else []))
 
 
 def tiny_wan():
@@ -138,27 +129,18 @@ def test_diffsynth_loop_under_the_runner_equals_layersync_added_by_hand(tmp_path
     assert all(-1 <= row["layersync_similarity"] <= 1 for row in rows)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_diffsynth_on_two_processes_under_the_runner(tmp_path):
     """`accelerate launch` with 2 CPU processes runs DiffSynth's loop under the runner to the end (no hang) and
     ends where the hand edit ends."""
     outs = {}
     for name, runner in (("runner", True), ("edited", False)):
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port())]  # fmt: skip
+        command = two_processes()
         out = tmp_path / name
         script = [str(SCRIPT), *DIFFSYNTH_ARGS, "--output_path", str(out)]
         command += ["-m", "layersync_hooks", "run", *PAIR, "--", *script] if runner else \
             [*script, "--layersync_enabled", *PAIR]  # fmt: skip
-        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(command, env=CPU_ENV, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
         outs[name] = lora(out)
     for key in outs["runner"]:

@@ -135,26 +135,11 @@ class LayerSync:
             logger.info("LayerSync is disabled: no hooks registered, loss() is 0.")
             return
         self._layout = layout_for(self.model, layout)
-        blocks = list_blocks(self.model, self._layout)
-        self.pairs = tuple(
-            _resolve_pair(student, teacher, blocks, type(self.model).__name__) for student, teacher in config.pairs
-        )
-        if len({(s.path, t.path) for s, t in self.pairs}) != len(self.pairs):
-            raise LayerSyncConfigError(f"`pairs={list(config.pairs)}` name the same blocks twice; keep each once.")
-        if self._layout.level is not None:
-            for student, teacher in self.pairs:
-                _check_same_level(student, teacher, self.model, self._layout.level)
+        self.pairs = _resolve_pairs(config.pairs, self.model, self._layout)
         self._sync_hooks()
-        for student, teacher in self.pairs:
-            logger.info(
-                "LayerSync on %s: student %s (depth %d) <- teacher %s (depth %d), weight %g",
-                type(self.model).__name__,
-                student.path,
-                student.depth,
-                teacher.path,
-                teacher.depth,
-                config.weight,
-            )
+        for s, t in self.pairs:
+            logger.info("LayerSync on %s: student %s (depth %d) <- teacher %s (depth %d), weight %g",
+                        type(self.model).__name__, s.path, s.depth, t.path, t.depth, config.weight)  # fmt: skip
 
     # -- state ---------------------------------------------------------------------------------------------
     @property
@@ -233,20 +218,7 @@ class LayerSync:
         if state != "attached":
             self._count_step()
             return torch.zeros((), device=self._device())
-        folded = self._folded if self._folded_forward == self._capture.forwards else {}
-        self._folded = {}
-        left = {path for i, pair in enumerate(self.pairs) for path in _paths_needed(pair, folded.get(i))}
-        activations = self._capture.pop(sorted(left), caller="LayerSync.loss()")
-        for i, (student, teacher) in enumerate(self.pairs):  # pairs the forward could not fold
-            if i not in folded:
-                tokens = activations[student.path].hidden
-                mask = _both(activations[student.path].mask, activations[teacher.path].mask)
-                pair = fold(tokens, activations[teacher.path].hidden, mask=mask, with_grad=tokens.requires_grad)
-                folded[i] = _FoldedPair(pair, connect(tokens, pair) if tokens.requires_grad else None)
-            elif folded[i].cosine is None:  # folded, but connected only now that the student has its grad_fn
-                tokens = activations[student.path].hidden
-                folded[i] = _FoldedPair(folded[i].folded, connect(tokens, folded[i].folded)
-                                        if tokens.requires_grad else None)  # fmt: skip
+        folded = self._take_pairs()
         self._check_students_learn(folded)
         masks = [folded[i].folded.mask for i in range(len(self.pairs))]
         similarities = [mean_cosine(folded[i].cosine, masks[i]) for i in range(len(self.pairs))]
@@ -264,6 +236,25 @@ class LayerSync:
         self._count += 1
         self._count_step()
         return term
+
+    def _take_pairs(self) -> dict[int, _FoldedPair]:
+        """Every pair of the last training forward, folded and connected to its student's graph: those the forward
+        folded, and the others (a whole-model compiled graph, a student without a grad_fn yet) from the buffer."""
+        folded = self._folded if self._folded_forward == self._capture.forwards else {}
+        self._folded = {}
+        left = {path for i, pair in enumerate(self.pairs) for path in _paths_needed(pair, folded.get(i))}
+        tokens = self._capture.pop(sorted(left), caller="LayerSync.loss()")
+        for i, (student, teacher) in enumerate(self.pairs):
+            if i in folded and folded[i].cosine is not None:
+                continue
+            hidden = tokens[student.path].hidden
+            if i in folded:
+                pair = folded[i].folded
+            else:
+                mask = _both(tokens[student.path].mask, tokens[teacher.path].mask)
+                pair = fold(hidden, tokens[teacher.path].hidden, mask=mask, with_grad=hidden.requires_grad)
+            folded[i] = _FoldedPair.connected(pair, hidden)
+        return folded
 
     def _fold_in_forward(self, path: str) -> None:
         """Inside the training forward, when a block is stored: fold every pair whose student and teacher have both
@@ -291,8 +282,7 @@ class LayerSync:
                     pair = fold(tokens[student.path].hidden, tokens[teacher.path].hidden, mask=mask)
                 except Exception:  # loss() folds it again and raises the error where users expect it
                     return
-                hidden = tokens[student.path].hidden
-                self._folded[i] = _FoldedPair(pair, connect(hidden, pair) if hidden.requires_grad else None)
+                self._folded[i] = _FoldedPair.connected(pair, tokens[student.path].hidden)
         needed = {p for i, pair in enumerate(self.pairs) for p in _paths_needed(pair, self._folded.get(i))}
         capture.release([p for pair in self.pairs for p in (pair[0].path, pair[1].path) if p not in needed])
 
@@ -462,6 +452,10 @@ class _FoldedPair(NamedTuple):
     folded: Folded
     cosine: Optional[torch.Tensor]
 
+    @classmethod
+    def connected(cls, folded: Folded, student: torch.Tensor) -> _FoldedPair:
+        return cls(folded, connect(student, folded) if student.requires_grad else None)
+
 
 def _paths_needed(pair: tuple[Block, Block], folded: Optional[_FoldedPair]) -> tuple[str, ...]:
     """The block paths `loss()` still needs of a pair: none once folded and connected, the student when only
@@ -469,6 +463,18 @@ def _paths_needed(pair: tuple[Block, Block], folded: Optional[_FoldedPair]) -> t
     if folded is None:
         return pair[0].path, pair[1].path
     return () if folded.cosine is not None else (pair[0].path,)
+
+
+def _resolve_pairs(pairs: Sequence[Pair], model: nn.Module, layout: BlockLayout) -> tuple[tuple[Block, Block], ...]:
+    """The config's pairs as blocks of `model`: each checked, no pair twice, UNet pairs at one resolution level."""
+    blocks = list_blocks(model, layout)
+    resolved = tuple(_resolve_pair(student, teacher, blocks, type(model).__name__) for student, teacher in pairs)
+    if len({(s.path, t.path) for s, t in resolved}) != len(resolved):
+        raise LayerSyncConfigError(f"`pairs={list(pairs)}` name the same blocks twice; keep each once.")
+    if layout.level is not None:
+        for student, teacher in resolved:
+            _check_same_level(student, teacher, model, layout.level)
+    return resolved
 
 
 def _resolve_pair(

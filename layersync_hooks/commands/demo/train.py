@@ -213,7 +213,8 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState()
-    accelerator.register_for_checkpointing(state, layersync)
+    accelerator.register_for_checkpointing(state)
+    layersync.register_with(accelerator)  # its step in layersync_state.json, as the README's edit does
     state_dir = run_dir / "state"
     resume_from = resume_dir(args, run_dir)
     if resume_from is not None:  # its step was checked against --steps before any run started
@@ -231,35 +232,12 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
     progress = tqdm(total=args.steps, initial=state.step, desc=name, disable=not accelerator.is_local_main_process)
     started, sampling = time.perf_counter(), 0.0
     while state.step < args.steps:
-        task = optimizer_step(
-            accelerator,
-            model,
-            optimizer,
-            layersync,
-            data.micro_batches(
-                state.step,
-                rank=accelerator.process_index,
-                batch_size=args.batch_size,
-                num_processes=world,
-                accumulation=accumulation,
-            ),
-            use_layersync=use_layersync,
-            max_grad_norm=args.max_grad_norm,
-        )
-        state.step += 1
-        row = {"step": state.step, "loss": accelerator.reduce(task, reduction="mean").item(), **layersync.metrics()}
-        if not use_layersync:
-            row.pop("layersync_loss", None)  # measured, but not part of this run's loss
-        if state.step % args.eval_every == 0 or state.step == args.steps:
-            row["val_loss"] = validation_loss(model, data, layersync, accelerator.device)
-            sampled = time.perf_counter()
-            state.samples[state.step] = sample(model, data, layersync, accelerator.device)
-            sampling += time.perf_counter() - sampled
+        row, seconds = _train_step(accelerator, model, optimizer, layersync, data, state, args, use_layersync)
+        sampling += seconds
         state.history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
         # past a config's `layersync_stop_step` the hooks are gone and metrics() has nothing to report
-        shown = {key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row}
-        progress.set_postfix(**shown)
+        progress.set_postfix(**{key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row})
         progress.update(1)
         if args.checkpoint_every and state.step % args.checkpoint_every == 0 and state.step < args.steps:
             accelerator.save_state(str(state_dir))
@@ -283,6 +261,27 @@ def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
     accelerator.end_training()
     layersync.remove()
     return {**summary, "samples": state.samples}
+
+
+def _train_step(accelerator, model, optimizer, layersync, data, state, args, use_layersync) -> tuple[dict, float]:
+    """One optimizer step and its row of metrics; at evaluation steps the validation loss and a sample grid.
+    Returns the row and the seconds spent sampling."""
+    micro_batches = data.micro_batches(state.step, rank=accelerator.process_index, batch_size=args.batch_size,
+                                       num_processes=accelerator.num_processes,
+                                       accumulation=args.gradient_accumulation_steps)  # fmt: skip
+    task = optimizer_step(accelerator, model, optimizer, layersync, micro_batches, use_layersync=use_layersync,
+                          max_grad_norm=args.max_grad_norm)  # fmt: skip
+    state.step += 1
+    row = {"step": state.step, "loss": accelerator.reduce(task, reduction="mean").item(), **layersync.metrics()}
+    if not use_layersync:
+        row.pop("layersync_loss", None)  # measured, but not part of this run's loss
+    seconds = 0.0
+    if state.step % args.eval_every == 0 or state.step == args.steps:
+        row["val_loss"] = validation_loss(model, data, layersync, accelerator.device)
+        started = time.perf_counter()
+        state.samples[state.step] = sample(model, data, layersync, accelerator.device)
+        seconds = time.perf_counter() - started
+    return row, seconds
 
 
 def _write_outputs(accelerator, model, summary: dict[str, Any], samples: dict, run_dir: Path) -> None:

@@ -96,7 +96,7 @@ def test_no_function_level_import_of_the_package():
 def test_public_api_is_a_dozen_names():
     """The top level exports exactly the public API; each subpackage's `__all__` names exist."""
     assert set(layersync_hooks.__all__) == PUBLIC
-    for name in ("capture", "layouts", "probe", "errors"):
+    for name in ("capture", "layouts", "probe", "integrations", "errors"):
         module = importlib.import_module(f"layersync_hooks.{name}")
         for exported in getattr(module, "__all__", []):
             assert hasattr(module, exported), f"layersync_hooks.{name}.{exported}"

@@ -96,6 +96,11 @@ def test_bad_paths_fail_before_the_first_step(tmp_path, capsys):
     assert_usage_error(capsys, demo("--config", str(tmp_path / "off.json"), output=out), "turns LayerSync off")
     assert_usage_error(capsys, demo("--resume", output=out), "--resume: no saved training state")
     assert_usage_error(capsys, demo("--resume", str(tmp_path), "--compare", output=out), "--resume", "--compare")
+    old = tmp_path / "old_state"  # written by 0.1.0, which registered LayerSync as a second custom object
+    old.mkdir()
+    for index in (0, 1):
+        torch.save({"step": 0}, old / f"custom_checkpoint_{index}.pkl")
+    assert_usage_error(capsys, demo("--resume", str(old), output=out), "written by layersync-hooks 0.1", "--overwrite")
     assert_usage_error(capsys, demo("--report-to", "tensorbored", output=out), "--report-to 'tensorbored'")
     assert not out.exists()
 

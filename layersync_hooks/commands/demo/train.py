@@ -166,6 +166,12 @@ def resume_dir(args, run_dir: Path) -> Optional[Path]:
             f"--resume: no saved training state in {path}. Run without --resume first, "
             "or pass --resume PATH to a `state` folder written by a previous run."
         )
+    if (path / "custom_checkpoint_1.pkl").is_file():  # 0.1.0 registered LayerSync itself; accelerate would refuse
+        raise UsageError(
+            f"--resume: the training state in {path} was written by layersync-hooks 0.1 (LayerSync's step in "
+            "custom_checkpoint_1.pkl), which this version cannot resume. Train anew with --overwrite "
+            "(without --resume)."
+        )
     return path
 
 

@@ -1,13 +1,16 @@
-"""What every benchmark result records: the machine, its load, and the library versions."""
+"""What every benchmark shares: the machine, its load and the library versions it records; LayerSync's variants."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 from pathlib import Path
 
 import torch
+
+from layersync_hooks import LayerSync
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -64,3 +67,17 @@ def save(result: dict, path: os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def layersync_variant(variant: str, model, pair: tuple[int, int], weight: float):
+    """LayerSync on `pair` for one step: yields its `loss`, or None for the "paused" variant (attached, paused)."""
+    layersync = LayerSync(model, student_block=pair[0], teacher_block=pair[1], weight=weight)
+    try:
+        if variant == "paused":
+            with layersync.paused():
+                yield None
+        else:
+            yield layersync.loss
+    finally:
+        layersync.remove()

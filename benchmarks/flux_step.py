@@ -54,10 +54,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, pick_device, save, sync  # noqa: E402
+from common import RESULTS, layersync_variant, machine, pick_device, save, sync  # noqa: E402
 from memory import peak_bytes  # noqa: E402
-
-from layersync_hooks import LayerSync  # noqa: E402
 
 VARIANTS = ("baseline", "layersync", "paused", "capture_all", "simpletuner_style")
 MODES = ("eager", "compiled")
@@ -274,15 +272,8 @@ def attached(variant: str, model, pair, compiled=False):
         finally:
             hooks.remove()
         return
-    layersync = LayerSync(model, student_block=pair[0], teacher_block=pair[1], weight=WEIGHT)
-    try:
-        if variant == "paused":
-            with layersync.paused():
-                yield None
-        else:
-            yield layersync.loss
-    finally:
-        layersync.remove()
+    with layersync_variant(variant, model, pair, WEIGHT) as term:
+        yield term
 
 
 class Setup:

@@ -46,11 +46,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cases import CASES, build  # noqa: E402
-from common import load, machine, pick_device, save, sync  # noqa: E402
+from common import layersync_variant, load, machine, pick_device, save, sync  # noqa: E402
 from isolated import WEIGHT, hooks_alone_us, loss_alone, straightforward_loss  # noqa: E402
 from memory import peak_bytes  # noqa: E402
 
-from layersync_hooks import BlockCapture, LayerSync, layersync_loss, recommend_pair  # noqa: E402
+from layersync_hooks import BlockCapture, layersync_loss, recommend_pair  # noqa: E402
 from layersync_hooks.capture import list_blocks  # noqa: E402
 from layersync_hooks.layouts import layout_for  # noqa: E402
 
@@ -94,15 +94,8 @@ def attached(variant: str, model, blocks, pair):
         finally:
             hooks.remove()
         return
-    layersync = LayerSync(model, student_block=pair[0], teacher_block=pair[1], weight=WEIGHT)
-    try:
-        if variant == "paused":
-            with layersync.paused():
-                yield None
-        else:
-            yield layersync.loss
-    finally:
-        layersync.remove()
+    with layersync_variant(variant, model, pair, WEIGHT) as term:
+        yield term
 
 
 def train_step(model, inputs, target, optimizer, term, optimizer_step=True) -> None:

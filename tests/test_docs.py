@@ -65,3 +65,10 @@ def test_readme_test_command_matches_ci():
     ci = (ROOT / ".ci" / "run").read_text()
     for command in ("pip install torch==2.13.0", 'pip install -e ".[test]"', "pytest"):
         assert command in README.read_text() and command in ci
+
+
+def test_pages_named_by_the_code_exist():
+    """Every docs page an error message or docstring of the package, benchmarks or examples names is a file."""
+    for source in [*ROOT.glob("layersync_hooks/**/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("examples/*.py")]:
+        for page in re.findall(r"\bdocs/[\w.-]+\.md\b", source.read_text()):
+            assert (ROOT / page).is_file(), f"{source.relative_to(ROOT)} names {page}, which does not exist"

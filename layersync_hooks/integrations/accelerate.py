@@ -195,7 +195,7 @@ class AutoAttach:
                 raise UsageError(
                     "The script started training without preparing a model with accelerate (DiffSynth-Studio's "
                     "--enable_model_cpu_offload prepares only the optimizer), so LayerSync has nothing to attach to. "
-                    "Train without that mode, or add LayerSync in Python (docs/zero-edit.md)."
+                    "Train without that mode, or add LayerSync in Python (docs/training-scripts.md)."
                 )
             if accelerator is self.accelerator:
                 loss = self._add_term(loss)

@@ -14,6 +14,8 @@ from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: F401 
 from safetensors.torch import load_file
 
 from layersync_hooks.commands.cli import main
+from layersync_hooks.errors import UsageError
+from layersync_hooks.integrations import AutoAttach
 from layersync_hooks.integrations.accelerate import METRICS_FILE
 
 SCRIPT = Path(__file__).parent / "scripts" / "accelerate_train.py"
@@ -144,6 +146,8 @@ def test_module_names_the_model_to_align(tmp_path):
         (["run", "--", "x.py"], "Nothing for LayerSync to add"),
         (["run", "--layersync_lambda", "0", *PAIR, "--", str(SCRIPT)], "weight"),
         (["run", "--config", "no_such_preset", "--", str(SCRIPT)], "preset name"),
+        (["run", *PAIR, "--metrics-file", "/dev/null/m.jsonl", "--", str(SCRIPT)], "metrics file /dev/null/m.jsonl"),
+        (["run", *PAIR, "--metrics-file", ".", "--", str(SCRIPT)], "IsADirectoryError"),
     ],
 )
 def test_runner_arguments_are_checked_before_the_script_runs(argv, message, capsys):
@@ -151,6 +155,14 @@ def test_runner_arguments_are_checked_before_the_script_runs(argv, message, caps
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
+
+
+def test_an_unwritable_metrics_file_fails_at_attach_not_at_the_first_report(tmp_path):
+    """From Python, a metrics file that cannot be written stops the script at `prepare`, before any step."""
+    with pytest.raises(UsageError, match="cannot write its metrics file .*--metrics-file"):
+        with AutoAttach({"layersync_student_block": 1, "layersync_teacher_block": 3}, metrics_file="/dev/null/m"):
+            script(tmp_path, "--max_train_steps", "1")
+    assert not (tmp_path / "params.safetensors").exists()
 
 
 def launch(out, *args, runner_args=None):

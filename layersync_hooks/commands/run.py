@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 from ..config import OPTIONS, LayerSyncConfig
 from ..errors import LayerSyncError, UsageError
 from ..integrations import AutoAttach
+from ..integrations.accelerate import check_metrics_file
 from .arguments import positive_int
 
 # Flags of the training scripts that name their output folder (diffusers examples, DiffSynth-Studio).
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     script = Path(script_argv[0])
     if not script.is_file():
         raise UsageError(f"No training script {script_argv[0]!r}: pass the path of a Python file after `--`.")
+    if args.metrics_file is not None:  # before the script loads anything; a default path is checked at attach
+        check_metrics_file(Path(args.metrics_file))
     auto = AutoAttach(config, module=args.align_module, report_every=args.report_every, metrics_file=args.metrics_file,
                       output_dir=_output_dir(script_argv[1:]))  # fmt: skip
     return run_script(script, script_argv[1:], auto)

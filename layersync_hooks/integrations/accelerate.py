@@ -254,6 +254,20 @@ def _where(top: nn.Module, path: str) -> str:
     return f"the prepared {type(unwrap(top)).__name__}" + (f", at `{path}`" if path else "")
 
 
+def check_metrics_file(path: Path) -> None:
+    """Create the metrics file's folder and open the file for appending, so a path that cannot be written fails
+    before training, not at the first report."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"LayerSync cannot write its metrics file {path} ({type(error).__name__}: {error.strerror or error}). "
+            "Pass `--metrics-file` (`AutoAttach(metrics_file=...)`) a file path you can write to."
+        ) from None
+
+
 class _Report:
     """LayerSync's own report: the mean term and similarity every N optimizer steps, printed and in a JSON-lines
     file. Sums stay on the device between reports (one host sync per report)."""
@@ -263,7 +277,7 @@ class _Report:
         self.steps = 0
         self.sums: Optional[torch.Tensor] = None  # (term, similarity, count)
         if main:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            check_metrics_file(path)  # at attach, not at the first report after N steps
 
     def add(self, term: torch.Tensor, weight: float) -> None:
         similarity = -term.detach() / weight if weight else torch.zeros_like(term)

@@ -5,6 +5,7 @@ a package function replaced by one with a host sync. Every other test uses the p
 import contextlib
 import copy
 import functools
+import json
 
 import pytest
 import torch
@@ -259,3 +260,24 @@ def test_internal_teacher_is_released_inside_the_forward(family):
     torch.testing.assert_close(term, expected, rtol=1e-6, atol=1e-7)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_internal_runner_report_keeps_nothing_on_other_processes(tmp_path):
+    """The runner's own report is written by the main process; the others keep no sums (and so never read them
+    back from the device at a report step). The main process averages its micro-batches' terms."""
+    from layersync_hooks.integrations.accelerate import _Report
+
+    model, _ = build("PixArt")
+    layersync = LayerSync(model, student_block=1, teacher_block=3)
+    other = _Report(layersync, tmp_path / "other.jsonl", every=1, main=False)
+    other.add(torch.tensor(-0.1), 0.2)
+    assert other.sums is None
+    other.step()
+    assert not (tmp_path / "other.jsonl").exists()
+    main = _Report(layersync, tmp_path / "main.jsonl", every=2, main=True)
+    for term in (-0.1, -0.14):
+        main.add(torch.tensor(term), 0.2)
+        main.step()
+    row = json.loads((tmp_path / "main.jsonl").read_text())
+    assert row["layersync_loss"] == pytest.approx(-0.12) and row["layersync_similarity"] == pytest.approx(0.6)
+    layersync.remove()

@@ -1,6 +1,7 @@
 """LayerSync on an unmodified accelerate training script: the methods it rides on, for one `with` block.
 
-`AutoAttach` wraps four methods of `accelerate.Accelerator`, and restores them on exit:
+`AutoAttach` wraps `prepare` (with `prepare_model`), `backward` and `log` of `accelerate.Accelerator`, and
+restores them on exit:
 
 - `prepare` (and `prepare_model`): attaches LayerSync to the denoiser among the prepared modules (the prepared
   module itself, or a submodule of it, whose class has a layout) before accelerate wraps it (DDP, FSDP,
@@ -270,7 +271,7 @@ def check_metrics_file(path: Path) -> None:
 
 class _Report:
     """LayerSync's own report: the mean term and similarity every N optimizer steps, printed and in a JSON-lines
-    file. Sums stay on the device between reports (one host sync per report)."""
+    file, on the main process. Sums stay on the device between reports (one host sync per report)."""
 
     def __init__(self, layersync: LayerSync, path: Path, every: int, main: bool):
         self.layersync, self.path, self.every, self.main = layersync, path, every, main
@@ -280,8 +281,10 @@ class _Report:
             check_metrics_file(path)  # at attach, not at the first report after N steps
 
     def add(self, term: torch.Tensor, weight: float) -> None:
-        similarity = -term.detach() / weight if weight else torch.zeros_like(term)
-        values = torch.stack([term.detach(), similarity, torch.ones_like(similarity)])
+        """Add one micro-batch's term (`weight` > 0: the weight of its step); the other ranks keep nothing."""
+        if not self.main:
+            return
+        values = torch.stack([term.detach(), -term.detach() / weight, torch.ones_like(term)])
         self.sums = values if self.sums is None else self.sums + values
 
     def step(self) -> None:
@@ -294,8 +297,6 @@ class _Report:
             return
         term, similarity, count = self.sums.tolist()
         self.sums = None
-        if not self.main:
-            return
         row = {"layersync_step": self.layersync.step, "layersync_loss": term / count,
                "layersync_similarity": similarity / count, "time": round(time.time(), 3)}  # fmt: skip
         print(f"layersync step {self.layersync.step}: layersync_loss {row['layersync_loss']:.5f}, "

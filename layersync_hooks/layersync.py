@@ -388,9 +388,10 @@ class LayerSync:
             if not os.path.isfile(path):
                 logger.info("No %s in %s (written without LayerSync): LayerSync starts at step 0.", STATE_FILE,
                             input_dir)  # fmt: skip
-                return
-            with open(path, encoding="utf-8") as f:
-                self.load_state_dict(json.load(f))
+                state = {**self.state_dict(), "step": 0}  # the checkpoint's state: before LayerSync ran
+            else:
+                state = _read_state(path)
+            self.load_state_dict(state)
 
         return accelerator.register_save_state_pre_hook(save), accelerator.register_load_state_pre_hook(load)
 
@@ -438,6 +439,17 @@ class LayerSync:
             f"student={s.path} (depth {s.depth}) <- teacher={t.path} (depth {t.depth})" for s, t in self.pairs
         )
         return f"LayerSync({name}, {pairs}, weight={self.config.weight}, {self.state})"
+
+
+def _read_state(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:  # a truncated or hand-edited file
+        raise LayerSyncConfigError(
+            f"Cannot read LayerSync's state {path} ({type(error).__name__}: {error}). Restore the file from the "
+            "checkpoint, or delete it to resume with LayerSync at step 0."
+        ) from None
 
 
 def _keep(tensor: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: F401 (an autouse fixture)
 from tiny_models import build
 
-from layersync_hooks import LayerSync
+from layersync_hooks import LayerSync, LayerSyncError
 
 
 def test_prepared_model_accumulate_and_bf16():
@@ -59,6 +59,31 @@ def test_register_for_checkpointing_round_trip(tmp_path):
         layersync.load_state_dict(
             {**layersync.state_dict(), "pairs": [["transformer_blocks.0", "transformer_blocks.3"]]}
         )
+
+
+def test_register_with_keeps_the_step_in_its_own_file(tmp_path):
+    """`register_with`: `layersync_state.json` beside accelerate's files, read back by `load_state`; a checkpoint
+    without it resumes at step 0; a damaged one is a clear error naming the file."""
+    accelerator = Accelerator(cpu=True)
+    model, inputs = build("PixArt")
+    layersync = LayerSync(model, student_block=1, teacher_block=3)
+    model = accelerator.prepare(model)
+    accelerator.save_state(str(tmp_path / "before"))  # written without LayerSync's file
+    handles = layersync.register_with(accelerator)
+    for _ in range(3):
+        model(**inputs, return_dict=False)
+        layersync.loss()
+    accelerator.save_state(str(tmp_path / "with"))
+    assert json.loads((tmp_path / "with" / "layersync_state.json").read_text())["step"] == 3
+    accelerator.load_state(str(tmp_path / "before"))
+    assert layersync.step == 0
+    accelerator.load_state(str(tmp_path / "with"))
+    assert layersync.step == 3
+    (tmp_path / "with" / "layersync_state.json").write_text('{"step": 3')
+    with pytest.raises(LayerSyncError, match=r"Cannot read LayerSync's state .*layersync_state.json.*delete it"):
+        accelerator.load_state(str(tmp_path / "with"))
+    for handle in handles:
+        handle.remove()
 
 
 def test_disabled_registers_nothing():

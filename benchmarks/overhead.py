@@ -155,7 +155,8 @@ def run_case(name: str, args, device, hooks_us: float) -> dict:
     optimizer.zero_grad(set_to_none=True)
     with BlockCapture(model, [pair[0]]) as capture:
         model(**inputs)
-        student = next(iter(capture.pop().values())).hidden
+        ((student,),) = (tuple(tokens.values()) for tokens in capture.pop())
+        student = student.hidden
     student_bytes = student.numel() * 4
     alone = loss_alone(
         {"layersync_hooks": layersync_loss, "straightforward": straightforward_loss},

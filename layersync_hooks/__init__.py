@@ -7,12 +7,12 @@ table in `layersync_hooks.layouts`, the probe in `layersync_hooks.probe`.
 from .capture import Activation, BlockCapture
 from .config import LayerSyncConfig
 from .errors import LayerSyncError
-from .heuristic import recommend_pair
 from .layersync import LayerSync
 from .layouts import BlockLayout, Stack, register_layout
 from .loss import layersync_loss, token_similarity
+from .pairs import recommend_pair
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Activation",

@@ -1,10 +1,10 @@
-"""The LayerSync config: one frozen dataclass, validated on construction.
+"""The LayerSync config: a plain frozen dataclass of what LayerSync aligns and how strongly, checked on construction.
 
-Each option is written once, as a dataclass field whose metadata holds its config key (SimpleTuner's
-`layersync_*` seed keys), the paper code's spellings (`--encoder-depth`, `--gt-encoder-depth`, `--reg-weight`)
-and its help. Reading a dict or JSON file, the script flags, and `to_dict` are all derived from those fields, so
-a value means the same in `LayerSync(...)`, in a dict, in a JSON file and as a flag. The blocks are stored in one
-form only, `pairs`; `student_block` and `teacher_block` are a way to write one pair.
+Every other form a config takes (a dict, a JSON file, a preset, a training script's parsed flags, `LayerSync(...)`
+keywords) is read by `LayerSyncConfig.from_dict`, through the spellings in `KEYS`: SimpleTuner's `layersync_*`
+keys, the paper code's `--encoder-depth` / `--gt-encoder-depth` / `--reg-weight`, and the field names. Each value is
+read by one function whatever form it came in, so a value means the same everywhere (`flags.py` builds the script
+flags from the same table).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import json
 import os
 import re
 import warnings
-from dataclasses import Field, InitVar, dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from .errors import LayerSyncConfigError
 from .schedule import WeightSchedule, check_weight
@@ -25,76 +25,138 @@ BlockRef = Union[int, str]
 Pair = tuple[BlockRef, Optional[BlockRef]]
 
 
-def parse_block(value: Any, *, name: str = "block") -> Optional[BlockRef]:
-    """Normalise a block reference: an int depth, a digit string (from a CLI or JSON) as int, or a path."""
+# -- reading one value, whatever form it came in -------------------------------------------------------------
+def read_bool(value: Any, label: str) -> bool:
+    """`True` or `False` (a flag is present or absent; a JSON file writes true or false)."""
+    if isinstance(value, bool):
+        return value
+    raise LayerSyncConfigError(f"{label} must be true or false, got {value!r}.")
+
+
+def read_number(value: Any, label: str) -> float:
+    """A number, or its text as a flag or a hand-written config gives it (`"0.2"`, `"1e-3"`)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise LayerSyncConfigError(f"{label} must be a number, got {value!r}.")
+
+
+def read_integer(value: Any, label: str) -> int:
+    """An integer, or its digits as text (`"3"`); `3.0` and `"3.0"` are refused rather than rounded."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):  # ASCII digits: int() also takes '¹'
+        return int(value)
+    raise LayerSyncConfigError(f"{label} must be an integer, got {value!r}.")
+
+
+def read_block(value: Any, label: str = "`block`") -> Optional[BlockRef]:
+    """A block: an int depth, its digits as text (`"8"` from a flag or JSON), or a block path."""
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
-    if isinstance(value, str) and value.strip():
+    if isinstance(value, str) and value.strip() and not _float_text(value):
         text = value.strip()
-        # ASCII digits only: str.isdigit() also accepts '¹', which int() refuses
         return int(text) if re.fullmatch(r"-?[0-9]+", text) else text
     raise LayerSyncConfigError(
-        f"`{name}` must be a 1-based depth (int) or a block path such as 'transformer_blocks.7', "
+        f"{label} must be a 1-based depth (int) or a block path such as 'transformer_blocks.7', "
         f"got {value!r} ({type(value).__name__})."
     )
 
 
-def parse_pair(value: Any) -> Pair:
-    """One student/teacher pair: `(8, 16)`, `[8, 16]` (JSON) or `"8:16"` (a CLI), paths allowed."""
-    if isinstance(value, str) and value.count(":") == 1:
-        value = value.split(":")
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        student, teacher = (parse_block(v, name="pairs") for v in value)
+def _float_text(text: str) -> bool:
+    """A number that is not an integer (`"8.0"`, `"1e3"`, `"nan"`): never a block path, and no depth either."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return not re.fullmatch(r"\s*-?[0-9]+\s*", text)
+
+
+def read_pairs(value: Any, label: str = "`pairs`") -> tuple[Pair, ...]:
+    """Pairs as `[(4, 12), (8, 16)]`, `[[4, 12], [8, 16]]` (JSON), `["4:12", "8:16"]` (flags) or `"4:12,8:16"`."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise LayerSyncConfigError(
+            f"{label} must be a list of (student, teacher) pairs such as [(4, 12), (8, 16)] or '4:12,8:16', got "
+            f"{value!r}."
+        )
+    words = [part for item in items for part in (item.split(",") if isinstance(item, str) else [item])]
+    return tuple(_read_pair(word, value, label) for word in words if not (isinstance(word, str) and not word.strip()))
+
+
+def _read_pair(word: Any, whole: Any, label: str) -> Pair:
+    if isinstance(word, str) and word.count(":") == 1:
+        word = word.split(":")
+    if isinstance(word, (list, tuple)) and len(word) == 2:
+        student, teacher = (read_block(part, label) for part in word)
         if student is not None:
             return student, teacher
     raise LayerSyncConfigError(
-        f"A LayerSync pair (`pairs`, `layersync_pairs`) must be (student, teacher), e.g. (8, 16), [8, 16] or "
-        f"'8:16', got {value!r}."
+        f"Each of {label} must be (student, teacher), e.g. (8, 16), [8, 16] or '8:16'; got {word!r} in {whole!r}."
     )
 
 
-def parse_pairs(value: Any) -> tuple[Pair, ...]:
-    """A list of pairs, or one string of them separated by commas: `"4:12,8:16"`."""
-    if isinstance(value, str):
-        value = [part for part in value.split(",") if part.strip()]
-    if not isinstance(value, Sequence) or not all(isinstance(pair, (str, list, tuple)) for pair in value):
-        raise LayerSyncConfigError(
-            f"`pairs` (`layersync_pairs`) must be a list of (student, teacher) pairs such as [(4, 12), (8, 16)], "
-            f"got {value!r}."
-        )
-    return tuple(parse_pair(pair) for pair in value)
+# -- the keys ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Key:
+    """One config key: the field it sets, SimpleTuner's key (also the script flag), the paper code's spellings,
+    its help, and the function that reads its value. `student_block` and `teacher_block` together set one pair."""
+
+    field: str
+    key: str
+    aliases: tuple[str, ...]
+    help: str
+    read: Callable[[Any, str], Any]
 
 
-def _option(default: Any, key: str, *aliases: str, help: str, flag: Mapping[str, Any]) -> Any:
-    """A config field: its default, its config key, the paper code's spellings, its help and its script flag."""
-    return field(default=default, metadata={"key": key, "aliases": aliases, "help": help, "flag": flag})
+KEYS: tuple[Key, ...] = (
+    Key("enabled", "layersync_enabled", (), "Add the LayerSync loss.", read_bool),
+    Key(
+        "student_block",
+        "layersync_student_block",
+        ("encoder_depth", "encoder-depth"),
+        "Student block: 1-based depth (8 = output of the 8th block) or a block path.",
+        read_block,
+    ),
+    Key(
+        "teacher_block",
+        "layersync_teacher_block",
+        ("gt_encoder_depth", "gt-encoder-depth"),
+        "Teacher block, deeper than the student (default: about twice the student).",
+        read_block,
+    ),
+    Key("weight", "layersync_lambda", ("reg_weight", "reg-weight"), "Weight of the loss (default 0.2).", read_number),
+    Key("pairs", "layersync_pairs", (), "Several pairs, e.g. `4:12 8:16` (instead of student/teacher).", read_pairs),
+    Key(
+        "warmup_steps",
+        "layersync_warmup_steps",
+        (),
+        "Ramp the weight linearly over this many optimizer steps (default 0: constant).",
+        read_integer,
+    ),
+    Key(
+        "stop_step",
+        "layersync_stop_step",
+        (),
+        "Remove the hooks after this many optimizer steps (default: never).",
+        read_integer,
+    ),
+)
+# Every accepted spelling -> its key: the field name, SimpleTuner's key, the paper code's names.
+SPELLINGS: dict[str, Key] = {spelling: k for k in KEYS for spelling in (k.field, k.key, *k.aliases)}
+# The paper code's names: it has no on/off switch, so a config that uses them means LayerSync is on.
+PAPER_NAMES = frozenset(alias for k in KEYS for alias in k.aliases)
+ONE_PAIR = ("student_block", "teacher_block")
+NONE_MEANS = (*ONE_PAIR, "stop_step")
 
 
-def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse `type` that shows the package's explanation (argparse replaces a ValueError's message)."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise LayerSyncConfigError(f"expected a number, got {text!r}") from None
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise LayerSyncConfigError(f"expected an integer, got {text!r}") from None
+def spellings(field: str) -> str:
+    """'`layersync_lambda`, `reg_weight`, `reg-weight`' for a field."""
+    return ", ".join(f"`{s}`" for s, k in SPELLINGS.items() if k.field == field and s != field)
 
 
 @dataclass(frozen=True)
@@ -107,19 +169,16 @@ class LayerSyncConfig:
             When `False`, `LayerSync` registers nothing and `loss()` is 0. Read from a dict, JSON or flags,
             `layersync_enabled` defaults to off when only SimpleTuner's `layersync_*` keys are given (as in
             SimpleTuner), and to on when the paper code's names or these field names are used.
-        student_block (`int` or `str`):
-            The shallow block pulled toward the teacher. An int is a 1-based depth over the model's stacks in
-            forward order (`8` is the output of the 8th block, as in the paper code; `0` also means the first
-            block; negative counts from the end). A str is a block path such as `"single_transformer_blocks.3"`.
-        teacher_block (`int` or `str`, *optional*):
-            The deeper block whose detached tokens are the target. When omitted, LayerSync picks about twice
-            the student depth, outside the last 20% of blocks, and logs the choice.
+        pairs (`tuple` of `(student, teacher)`):
+            The blocks: a student block pulled toward a deeper teacher block, once per pair. A block is an int,
+            a 1-based depth over the model's stacks in forward order (`8` is the output of the 8th block, as in the
+            paper code; `0` also means the first block; negative counts from the end), or a str, a block path such
+            as `"single_transformer_blocks.3"`. A teacher of `None` is chosen when attaching: about twice the
+            student depth, outside the last 20% of blocks. Dicts, flags and keywords also take one pair as
+            `student_block` and `teacher_block`.
         weight (`float`, defaults to 0.2):
             The paper's lambda (`--reg-weight`, `layersync_lambda`); must be > 0. With several pairs the
             term is `-weight` times the mean similarity over the pairs, so the weight keeps its meaning.
-        pairs (`list` of `(student, teacher)`, *optional*):
-            Several pairs, each as above, e.g. `[(4, 12), (8, 16)]`. One pair is the same config as
-            `student_block`/`teacher_block`; giving both spellings is an error unless they name that pair.
         warmup_steps (`int`, defaults to 0):
             Ramp the weight linearly over this many optimizer steps: `weight * min(1, (step + 1) / warmup_steps)`.
         stop_step (`int`, *optional*):
@@ -127,91 +186,48 @@ class LayerSyncConfig:
 
     Example:
         ```python
+        >>> LayerSyncConfig(pairs=[(8, 16)])
+        LayerSyncConfig(enabled=True, pairs=((8, 16),), weight=0.2, warmup_steps=0, stop_step=None)
         >>> LayerSyncConfig.from_dict({"layersync_enabled": True, "layersync_student_block": 8,
-        ...                            "layersync_teacher_block": 16, "layersync_lambda": 0.2})
-        LayerSyncConfig(enabled=True, weight=0.2, pairs=((8, 16),), warmup_steps=0, stop_step=None)
+        ...                            "layersync_teacher_block": 16, "layersync_lambda": 0.2}).student_block
+        8
         ```
     """
 
-    enabled: bool = _option(True, "layersync_enabled", help="Add the LayerSync loss.", flag={"action": "store_true"})
-    student_block: InitVar[Optional[BlockRef]] = _option(
-        None,
-        "layersync_student_block",
-        "encoder_depth",
-        "encoder-depth",
-        help="Student block: 1-based depth (8 = output of the 8th block) or a block path.",
-        flag={"type": _flag_type(lambda text: parse_block(text, name="layersync_student_block"))},
-    )
-    teacher_block: InitVar[Optional[BlockRef]] = _option(
-        None,
-        "layersync_teacher_block",
-        "gt_encoder_depth",
-        "gt-encoder-depth",
-        help="Teacher block, deeper than the student (default: about twice the student).",
-        flag={"type": _flag_type(lambda text: parse_block(text, name="layersync_teacher_block"))},
-    )
-    weight: float = _option(
-        0.2,
-        "layersync_lambda",
-        "reg_weight",
-        "reg-weight",
-        help="Weight of the loss (default 0.2).",
-        flag={"type": _flag_type(_number)},
-    )
-    pairs: tuple[Pair, ...] = _option(
-        (),
-        "layersync_pairs",
-        help="Several pairs, e.g. `4:12 8:16` (instead of the student/teacher flags).",
-        flag={"type": _flag_type(parse_pair), "nargs": "+", "metavar": "STUDENT:TEACHER"},
-    )
-    warmup_steps: int = _option(
-        0,
-        "layersync_warmup_steps",
-        help="Ramp the weight linearly over this many optimizer steps (default 0: constant).",
-        flag={"type": _flag_type(_integer)},
-    )
-    stop_step: Optional[int] = _option(
-        None,
-        "layersync_stop_step",
-        help="Remove the hooks after this many optimizer steps (default: never).",
-        flag={"type": _flag_type(_integer)},
-    )
+    enabled: bool = True
+    pairs: tuple[Pair, ...] = ()
+    weight: float = 0.2
+    warmup_steps: int = 0
+    stop_step: Optional[int] = None
 
-    def __post_init__(self, student_block: Optional[BlockRef], teacher_block: Optional[BlockRef]):
-        if not isinstance(self.enabled, bool):
-            raise LayerSyncConfigError(
-                f"`enabled` ({_spellings('enabled')}) must be true or false, got {self.enabled!r}."
-            )
-        object.__setattr__(self, "pairs", _merge_pairs(self.pairs, student_block, teacher_block))
+    def __post_init__(self):
+        read_bool(self.enabled, f"`enabled` ({spellings('enabled')})")
+        object.__setattr__(self, "pairs", read_pairs(self.pairs, f"`pairs` ({spellings('pairs')})"))
         if self.enabled or self.weight != 0:  # a config that is off may keep weight 0 ("lambda 0")
-            check_weight(self.weight, f"`weight` ({_spellings('weight')})")
-        WeightSchedule(self.weight, self.warmup_steps, self.stop_step)  # validates the schedule
+            check_weight(self.weight, f"`weight` ({spellings('weight')})")
+        WeightSchedule(self.weight, self.warmup_steps, self.stop_step)  # checks the schedule
         if self.enabled:
             _check_pairs(self.pairs)
 
+    @property
+    def student_block(self) -> Optional[BlockRef]:
+        """The first pair's student block (None without pairs)."""
+        return self.pairs[0][0] if self.pairs else None
+
+    @property
+    def teacher_block(self) -> Optional[BlockRef]:
+        """The first pair's teacher block (None without pairs, or when the teacher is chosen when attaching)."""
+        return self.pairs[0][1] if self.pairs else None
+
+    # -- other forms --------------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> LayerSyncConfig:
-        """Build from seed keys, paper-code names or field names. Keys starting with `_` are comments."""
-        values: dict[str, Any] = {}
-        given: dict[str, str] = {}
-        for key, value in config.items():
-            if not isinstance(key, str):
-                raise LayerSyncConfigError(f"LayerSync config keys are strings, got {key!r}.")
-            if key.startswith("_"):
-                continue
-            name = KEY_ALIASES.get(key.lstrip("-"))
-            if name is None:
-                raise LayerSyncConfigError(
-                    f"Unknown LayerSync config key {key!r}. Valid keys: {', '.join(sorted(KEY_ALIASES))}."
-                )
-            if name in values and values[name] != value:
-                raise LayerSyncConfigError(
-                    f"`{given[name]}={values[name]!r}` and `{key}={value!r}` both set `{name}`; keep one."
-                )
-            values[name], given[name] = value, key
+        """Build from SimpleTuner's keys, the paper code's names or the field names, in any mix. Keys starting with
+        `_` are comments."""
+        values, given = _read_keys(config)
         if "enabled" not in values:
             values["enabled"] = _enabled_by_default(list(given.values()))
-        return cls(**values)
+        return cls(**_one_pair_as_pairs(values, given))
 
     @classmethod
     def from_json(cls, path: Union[str, os.PathLike]) -> LayerSyncConfig:
@@ -241,47 +257,15 @@ class LayerSyncConfig:
             raise LayerSyncConfigError(f"No LayerSync preset {name!r}; the presets are {', '.join(presets())}.")
         return cls.from_json(PRESETS / f"{name}.json")
 
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        """Add the `--layersync_*` flags to an existing parser (a diffusers training script's)."""
-        group = parser.add_argument_group("LayerSync (arXiv 2510.12581)")
-        for option in OPTIONS:
-            # default None: a flag that was not given is left out, whatever value it could take
-            group.add_argument(
-                f"--{option.metadata['key']}", default=None, help=option.metadata["help"], **option.metadata["flag"]
-            )
-        return parser
-
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LayerSyncConfig:
-        """Build from a namespace parsed with the flags of `add_arguments`."""
-        keys = [option.metadata["key"] for option in OPTIONS]
-        missing = [key for key in keys if not hasattr(args, key)]
+        """Build from a namespace parsed with the flags `LayerSync.add_arguments` adds to a script's parser."""
+        missing = [k.key for k in KEYS if not hasattr(args, k.key)]
         if missing:
             raise LayerSyncConfigError(
-                f"The parsed arguments lack {missing}; call `LayerSyncConfig.add_arguments(parser)` before parsing."
+                f"The parsed arguments lack {missing}; call `LayerSync.add_arguments(parser)` before parsing."
             )
-        return cls.from_dict({key: getattr(args, key) for key in keys if getattr(args, key) is not None})
-
-    @classmethod
-    def from_flags(cls, argv: Sequence[str]) -> LayerSyncConfig:
-        """Build from a list of `--layersync_*` flags, e.g. `["--layersync_enabled", "--layersync_student_block", "8"]`.
-
-        Bad flags and values raise `LayerSyncConfigError` (never argparse's exit), naming the flag.
-        """
-        # No abbreviations: argparse exits on an ambiguous one (`--layersync_s`) even with exit_on_error=False.
-        parser = argparse.ArgumentParser(prog="layersync", add_help=False, allow_abbrev=False, exit_on_error=False)
-        parser = cls.add_arguments(parser)
-        try:
-            args, unknown = parser.parse_known_args(list(argv))
-        except argparse.ArgumentError as error:
-            raise LayerSyncConfigError(f"{error}.") from None
-        if unknown:
-            raise LayerSyncConfigError(
-                f"Unknown LayerSync flags {unknown}. Valid flags: "
-                f"{', '.join('--' + option.metadata['key'] for option in OPTIONS)}."
-            )
-        return cls.from_args(args)
+        return cls.from_dict({k.key: getattr(args, k.key) for k in KEYS if getattr(args, k.key) is not None})
 
     @classmethod
     def load(cls, config: Union[LayerSyncConfig, Mapping[str, Any], str, os.PathLike, argparse.Namespace]):
@@ -297,12 +281,21 @@ class LayerSyncConfig:
         if isinstance(config, (str, os.PathLike)):
             return cls.from_json(config)
         raise LayerSyncConfigError(
-            f"Cannot read a LayerSync config from {type(config).__name__}; pass a dict, a JSON path, "
+            f"Cannot read a LayerSync config from {type(config).__name__}; pass a dict, a JSON path, a preset name, "
             "parsed arguments or a LayerSyncConfig."
         )
 
+    def updated(self, values: Mapping[str, Any]) -> LayerSyncConfig:
+        """This config with the keys of `values` (any spelling) put over its own. Blocks given in `values`
+        (`student_block`, `teacher_block` or `pairs`) replace all of this config's blocks."""
+        _, given = _read_keys(values)
+        own = self.to_dict()
+        if any(SPELLINGS[key.lstrip("-")].field in (*ONE_PAIR, "pairs") for key in given.values()):
+            own = {key: value for key, value in own.items() if SPELLINGS[key].field not in (*ONE_PAIR, "pairs")}
+        return type(self).from_dict({**own, **values})
+
     def to_dict(self) -> dict[str, Any]:
-        """The seed-key form, ready for JSON: `from_dict(config.to_dict()) == config`."""
+        """SimpleTuner's keys, ready for JSON: `from_dict(config.to_dict()) == config`."""
         out: dict[str, Any] = {"layersync_enabled": self.enabled}
         if len(self.pairs) == 1:
             out["layersync_student_block"], out["layersync_teacher_block"] = self.pairs[0]
@@ -316,6 +309,8 @@ class LayerSyncConfig:
         return out
 
 
+FIELDS = tuple(f.name for f in fields(LayerSyncConfig))
+
 # Presets for released models (package data): the paper heuristic for each family's block count.
 PRESETS = Path(__file__).parent / "presets"
 
@@ -325,34 +320,51 @@ def presets() -> list[str]:
     return sorted(path.stem for path in PRESETS.glob("*.json"))
 
 
-# The options in declaration order, InitVars included (`dataclasses.fields` leaves those out).
-OPTIONS: tuple[Field, ...] = tuple(LayerSyncConfig.__dataclass_fields__.values())
-# Every accepted spelling -> the field it sets: the field name, the seed key, the paper code's names.
-KEY_ALIASES: dict[str, str] = {
-    spelling: option.name
-    for option in OPTIONS
-    for spelling in (option.name, option.metadata["key"], *option.metadata["aliases"])
-}
-# The paper code's names: it has no on/off switch, so a config that uses them means LayerSync is on.
-PAPER_KEYS = frozenset(alias for option in OPTIONS for alias in option.metadata["aliases"])
-# `student_block`/`teacher_block` are InitVars: the class attribute dataclasses leaves behind would read None
-# whatever the config says. The blocks are read from `pairs`.
-del LayerSyncConfig.student_block, LayerSyncConfig.teacher_block
+def _read_keys(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(field -> value read, field -> the key as given) of a dict of config keys; one value per field."""
+    if not isinstance(config, Mapping):
+        raise LayerSyncConfigError(f"A LayerSync config is a dict of keys, got {type(config).__name__}.")
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise LayerSyncConfigError(f"LayerSync config keys are strings, got {key!r}.")
+        if key.startswith("_"):
+            continue
+        spec = SPELLINGS.get(key.lstrip("-"))
+        if spec is None:
+            raise LayerSyncConfigError(f"Unknown LayerSync config key {key!r}. Valid keys: {', '.join(SPELLINGS)}.")
+        # None is a value only where it means something: no stop step, a teacher chosen when attaching
+        read = None if value is None and spec.field in NONE_MEANS else spec.read(value, f"`{key}`")
+        if spec.field in values and values[spec.field] != read:
+            raise LayerSyncConfigError(
+                f"`{given[spec.field]}={config[given[spec.field]]!r}` and `{key}={value!r}` both set "
+                f"`{spec.field}`; keep one."
+            )
+        values[spec.field], given[spec.field] = read, key
+    return values, given
 
 
-def _spellings(name: str) -> str:
-    """'`layersync_lambda`, `reg_weight`, `reg-weight`' for a field."""
-    return ", ".join(
-        f"`{spelling}`" for spelling, field_name in KEY_ALIASES.items() if field_name == name and spelling != name
-    )
+def _one_pair_as_pairs(values: dict[str, Any], given: dict[str, str]) -> dict[str, Any]:
+    """`student_block` + `teacher_block` as one pair; with `pairs` too, they must name that same pair."""
+    student, teacher = values.pop("student_block", None), values.pop("teacher_block", None)
+    if student is None:  # no pair (a teacher alone is no pair: an enabled config then asks for its student)
+        return values
+    pairs = values.get("pairs") or ()
+    if pairs and pairs != ((student, teacher),):
+        raise LayerSyncConfigError(
+            f"`{given['pairs']}={list(pairs)}` and `student_block={student!r}`, `teacher_block={teacher!r}` both set "
+            "the blocks; keep one (one pair is `student_block` + `teacher_block`, several are `pairs`)."
+        )
+    return {**values, "pairs": ((student, teacher),)}
 
 
 def _enabled_by_default(keys: list[str]) -> bool:
-    """`layersync_enabled` absent: on for the paper code's names and field names, off for seed keys only."""
-    seed_keys = [key for key in keys if key.startswith("layersync_")]
+    """`layersync_enabled` absent: on for the paper code's names and field names, off for SimpleTuner's keys only."""
+    simpletuner = [key for key in keys if key.startswith("layersync_")]
     if not keys:
         return False
-    if any(key.lstrip("-") in PAPER_KEYS for key in keys) or not seed_keys:
+    if any(key.lstrip("-") in PAPER_NAMES for key in keys) or not simpletuner:
         return True
     warnings.warn(
         f"LayerSync is off because the config sets {sorted(keys)} but not `layersync_enabled` (SimpleTuner's "
@@ -360,20 +372,6 @@ def _enabled_by_default(keys: list[str]) -> bool:
         stacklevel=3,
     )
     return False
-
-
-def _merge_pairs(pairs: Any, student: Any, teacher: Any) -> tuple[Pair, ...]:
-    """The one stored form of the blocks, from `pairs` or from `student_block` + `teacher_block`."""
-    student = parse_block(student, name="student_block")
-    teacher = parse_block(teacher, name="teacher_block")
-    listed = parse_pairs(pairs) if pairs is not None else ()
-    single = () if student is None and teacher is None else ((student, teacher),)
-    if listed and single and listed != single:
-        raise LayerSyncConfigError(
-            f"`pairs={list(listed)}` and `student_block={student!r}`, `teacher_block={teacher!r}` both set the "
-            "blocks; keep one (one pair is `student_block` + `teacher_block`, several are `pairs`)."
-        )
-    return listed or single
 
 
 def _check_pairs(pairs: tuple[Pair, ...]) -> None:

@@ -148,6 +148,23 @@ def connect(student: torch.Tensor, folded: Folded) -> torch.Tensor:
     return _FoldedCosine.apply(flatten_tokens(student), folded.cosine, folded.grad)
 
 
+class Aligned(NamedTuple):
+    """One student/teacher pair of one forward, ready for the term: the per-token cosine (B*N,) in float32, connected
+    to the student's graph when the student tokens need a gradient (`trains`), and the tokens that count (`mask`,
+    (B, N) bool, or None for all)."""
+
+    cosine: torch.Tensor
+    mask: Optional[torch.Tensor]
+    trains: bool
+
+
+def align(student: torch.Tensor, teacher: torch.Tensor, *, mask: Optional[torch.Tensor] = None) -> Aligned:
+    """Fold a pair and connect its cosine to the student's graph: afterwards neither block output is needed."""
+    trains = student.requires_grad
+    folded = fold(student, teacher, mask=mask, with_grad=trains)
+    return Aligned(connect(student, folded) if trains else folded.cosine, folded.mask, trains)
+
+
 def mean_cosine(cosine: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """The mean over the tokens that count (all without a mask), as a float32 0-dim tensor."""
     if mask is None:

@@ -4,7 +4,6 @@ import os
 import socket
 import sys
 
-import pytest
 from accelerate.state import AcceleratorState, GradientState, PartialState
 
 
@@ -30,11 +29,3 @@ def reset_accelerate() -> None:
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Imported into a test module: every test of it starts from a fresh accelerate state."""
-    reset_accelerate()
-    yield
-    reset_accelerate()

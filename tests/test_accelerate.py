@@ -7,14 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
-from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: F401 (an autouse fixture)
+from launch import CPU_ENV, two_processes
 from tiny_models import build
 
 from layersync_hooks import LayerSync, LayerSyncError
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
+
 
 def test_prepared_model_accumulate_and_bf16():
-    """Attached before prepare, used on the prepared bf16 model inside `accumulate`: finite loss, LayerSync grads."""
+    """Attached before prepare, used on the prepared bf16 model inside `accumulate`: a finite float32 term whose
+    gradient reaches the student block and no block after it."""
     accelerator = Accelerator(mixed_precision="bf16", gradient_accumulation_steps=2, cpu=True)
     model, inputs = build("Flux")
     layersync = LayerSync(model, student_block=2, teacher_block=4)
@@ -34,6 +37,12 @@ def test_prepared_model_accumulate_and_bf16():
     assert all(isinstance(v, float) for v in metrics.values()) and -1 <= metrics["layersync_similarity"] <= 1
     assert metrics["layersync_loss"] == pytest.approx(-0.2 * metrics["layersync_similarity"], rel=1e-5)
     assert layersync.step == 2 and layersync.metrics() == {}  # optimizer steps: 4 micro-batches / 2
+    with accelerator.accumulate(model):  # the term alone: it trains the student and the blocks before it only
+        model(**inputs, return_dict=False)
+        accelerator.backward(layersync.loss())
+    grads = {n: p.grad for n, p in accelerator.unwrap_model(model).named_parameters()}
+    assert grads["transformer_blocks.1.attn.to_q.weight"].abs().sum() > 0  # the student (depth 2)
+    assert all(g is None or not g.any() for n, g in grads.items() if n.startswith("single_transformer_blocks"))
 
 
 def test_register_for_checkpointing_round_trip(tmp_path):

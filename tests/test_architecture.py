@@ -1,10 +1,14 @@
-"""The package's shape: imports point one way (no cycle), none hidden in a function, a small public API."""
+"""The package's shape: imports point one way, down the layers docs/how-it-works.md lists (no cycle), none hidden
+in a function, a small public API."""
 
 import ast
 import importlib
+import inspect
+import re
 from pathlib import Path
 
 import layersync_hooks
+from layersync_hooks import errors
 
 PACKAGE = Path(layersync_hooks.__file__).parent
 PUBLIC = {
@@ -20,6 +24,32 @@ PUBLIC = {
     "register_layout",
     "token_similarity",
 }
+
+
+# The layers, top to bottom: a module imports from its own layer and the layers below it, never from one above.
+# The same order, with the same paths, is the parts table of docs/how-it-works.md.
+LAYERS = (
+    ("commands/",),
+    ("integrations/",),
+    ("probe/",),
+    ("__init__.py",),
+    ("layersync.py",),
+    ("pairs.py", "metrics.py", "checkpoint.py", "flags.py"),
+    ("capture/",),
+    ("config.py", "schedule.py", "loss.py"),
+    ("layouts/",),
+    ("errors.py",),
+)
+
+
+def layer(name: str) -> int:
+    """The layer of a module by dotted name (0 is the top); `__main__` sits above them all."""
+    path = "__init__.py" if name == "layersync_hooks" else name.removeprefix("layersync_hooks.").replace(".", "/")
+    for index, members in enumerate(LAYERS):
+        if any(path == m.removesuffix(".py") or path.startswith(m) or path == m.rstrip("/") for m in members):
+            return index
+    assert name == "layersync_hooks.__main__", f"{name} is in no layer: add it to LAYERS"
+    return -1
 
 
 def modules() -> dict[str, Path]:
@@ -82,6 +112,33 @@ def test_no_import_cycle_inside_the_package():
             visit(name, [name])
 
 
+def test_imports_point_down_the_layers():
+    """No module imports from a layer above its own: `capture/` never imports `layersync.py`, `layouts/` never
+    imports `capture/`, and so on down the table."""
+    upward = [
+        f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
+        for name, path in modules().items()
+        for target, _ in imports(name, path)
+        if layer(target) < layer(name)
+    ]
+    assert not upward, upward
+
+
+def test_layers_can_fail():
+    """The layering check sees an upward import: a capture module importing LayerSync would be one."""
+    assert layer("layersync_hooks.layersync") < layer("layersync_hooks.capture.engine")
+    assert layer("layersync_hooks.capture.blocks") < layer("layersync_hooks.layouts.table")
+
+
+def test_docs_parts_table_is_the_layering():
+    """docs/how-it-works.md lists the same layers, in the same order, with the same paths, as LAYERS."""
+    page = (PACKAGE.parent / "docs" / "how-it-works.md").read_text()
+    table = page.split("## The parts", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    documented = tuple(tuple(re.findall(r"`([\w/.]+)`", row.rsplit("|", 2)[1])) for row in rows)
+    assert documented == LAYERS
+
+
 def test_no_function_level_import_of_the_package():
     """No module imports one of the package's modules inside a function (the way a cycle is dodged)."""
     hidden = [
@@ -96,10 +153,21 @@ def test_no_function_level_import_of_the_package():
 def test_public_api_is_a_dozen_names():
     """The top level exports exactly the public API; each subpackage's `__all__` names exist."""
     assert set(layersync_hooks.__all__) == PUBLIC
-    for name in ("capture", "layouts", "probe", "integrations", "errors"):
+    for name in ("capture", "layouts", "probe", "integrations"):
         module = importlib.import_module(f"layersync_hooks.{name}")
-        for exported in getattr(module, "__all__", []):
+        assert module.__all__, name
+        for exported in module.__all__:
             assert hasattr(module, exported), f"layersync_hooks.{name}.{exported}"
+
+
+def test_every_error_is_a_layersync_error_and_a_builtin_one():
+    """Each error class subclasses `LayerSyncError` and, but for the base, the built-in error a user would catch."""
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__]
+    assert len(classes) >= 8
+    for cls in classes:
+        assert issubclass(cls, errors.LayerSyncError), cls
+        builtin = [base for base in cls.__mro__[1:] if base.__module__ == "builtins" and base is not object]
+        assert cls is errors.LayerSyncError or builtin[0] is not Exception, cls
 
 
 def test_version_is_written_once():

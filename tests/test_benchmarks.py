@@ -1,26 +1,9 @@
 """The benchmark scripts run end to end at the smallest settings. Smoke runs: they check the report, never a time."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
-
-
-def script(name):
-    """Import benchmarks/<name>.py (the scripts import their helpers from their own folder)."""
-    import sys
-
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+from helpers import script
 
 
 def test_overhead_json_reports_the_headline(capsys):

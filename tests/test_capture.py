@@ -4,17 +4,11 @@ import gc
 
 import pytest
 import torch
+from helpers import hook_count
 from tiny_models import build, prediction
 
 from layersync_hooks import BlockCapture, LayerSync
 from layersync_hooks.errors import MissingActivationsError
-
-
-def hook_calls(model, path):
-    """Count every call of a block's forward hook, to show the scenario really re-runs blocks."""
-    calls = []
-    model.get_submodule(path).register_forward_hook(lambda *a: calls.append(torch.is_grad_enabled()))
-    return calls
 
 
 def test_hooks_never_change_outputs():
@@ -80,24 +74,13 @@ def test_memory_is_flat_over_200_steps_with_validation():
     assert counts[199] <= counts[20]
 
 
-def hook_counts(model):
-    return sum(
-        len(m._forward_hooks)
-        + len(m._forward_pre_hooks)
-        + len(m._forward_hooks_with_kwargs)
-        + len(m._forward_hooks_always_called)
-        + len(m._forward_pre_hooks_with_kwargs)
-        for m in model.modules()
-    )
-
-
 def test_remove_leaves_no_hook():
     """remove() (or leaving the `with` block) takes every hook off every module, and is idempotent."""
     model, inputs = build("Flux")
-    assert hook_counts(model) == 0
+    assert hook_count(model) == 0
     with LayerSync(model, student_block=2, teacher_block=4) as layersync:
-        assert hook_counts(model) > 0
-    assert hook_counts(model) == 0
+        assert hook_count(model) > 0
+    assert hook_count(model) == 0
     layersync.remove()
     assert "removed" in repr(layersync)
 
@@ -109,6 +92,7 @@ def test_capture_paused_for_one_user_only():
     other = BlockCapture(model, blocks=[3])
     with layersync.paused():
         prediction(model, inputs)
-    assert other.pop()["transformer_blocks.2"].hidden.dim() == 3
+    (activations,) = other.pop()
+    assert activations["transformer_blocks.2"].hidden.dim() == 3
     with pytest.raises(MissingActivationsError):
         layersync.loss()

@@ -1,19 +1,27 @@
-"""The config: seed keys, paper-code names, JSON, argparse, and its errors."""
+"""The config: SimpleTuner's keys, the paper code's names, JSON, argparse, and its errors."""
 
 import argparse
 import json
+import re
 
 import pytest
 
-from layersync_hooks import LayerSyncConfig
+from layersync_hooks import LayerSync, LayerSyncConfig
 from layersync_hooks.errors import LayerSyncConfigError
 
-SEED = {"layersync_enabled": True, "layersync_student_block": 8, "layersync_teacher_block": 16, "layersync_lambda": 0.3}
+SIMPLETUNER = {
+    "layersync_enabled": True,
+    "layersync_student_block": 8,
+    "layersync_teacher_block": 16,
+    "layersync_lambda": 0.3,
+}
 
 
-def test_seed_keys():
-    """The seed keys set the four fields."""
-    assert LayerSyncConfig.from_dict(SEED) == LayerSyncConfig(True, 8, 16, 0.3)
+def test_simpletuner_keys():
+    """SimpleTuner's keys set the fields; the one pair is stored as `pairs` and read back by name."""
+    config = LayerSyncConfig.from_dict(SIMPLETUNER)
+    assert config == LayerSyncConfig(True, ((8, 16),), 0.3)
+    assert (config.student_block, config.teacher_block) == (8, 16)
 
 
 @pytest.mark.parametrize(
@@ -53,13 +61,28 @@ def test_disabled_config_skips_validation():
     assert not LayerSyncConfig.from_dict({"layersync_enabled": False, "layersync_lambda": 0}).enabled
 
 
-@pytest.mark.parametrize("weight", [0, 0.0, -0.1, float("nan"), float("inf"), True, "0.2"])
+@pytest.mark.parametrize("weight", [0, 0.0, -0.1, float("nan"), float("inf"), True, "0.2", "0", "-1"])
 def test_weight_must_be_positive(weight):
-    """A weight <= 0 (0 included) or not a finite number is an error, never silently 0.2."""
+    """A weight <= 0 (0 included) or not a finite number is an error, never silently 0.2; the dataclass takes
+    numbers only."""
     with pytest.raises(
         LayerSyncConfigError, match=r"must be a number > 0 that float32 can hold \(finite, below 3.4e38\), got"
     ):
-        LayerSyncConfig(student_block=8, teacher_block=16, weight=weight)
+        LayerSyncConfig(pairs=[(8, 16)], weight=weight)
+
+
+@pytest.mark.parametrize("weight,read", [("0.2", 0.2), ("1e-3", 1e-3), (2, 2)])
+def test_weight_text_means_its_number_in_a_dict(weight, read):
+    """In a dict (a flag's text, a hand-written JSON), a number's text is that number, as it is for a flag."""
+    assert LayerSyncConfig.from_dict({"student_block": 8, "weight": weight}).weight == read
+
+
+@pytest.mark.parametrize("weight", ["0", "-1", "x", "", None, [0.2]])
+def test_bad_weight_text_is_refused_naming_it(weight):
+    """A dict value that is not a positive number is an error that shows the value as given."""
+    with pytest.raises(LayerSyncConfigError, match=re.escape(repr(float(weight))) if weight in ("0", "-1") else
+                       re.escape(repr(weight))):  # fmt: skip
+        LayerSyncConfig.from_dict({"enabled": True, "student_block": 8, "layersync_lambda": weight})
 
 
 def test_student_missing():
@@ -72,14 +95,14 @@ def test_student_missing():
 def test_teacher_must_be_deeper(student, teacher):
     """Equal or shallower teachers are rejected (0 and 1 both mean the first block)."""
     with pytest.raises(LayerSyncConfigError, match=r"must be deeper than `student_block`, got student_block"):
-        LayerSyncConfig(student_block=student, teacher_block=teacher)
+        LayerSyncConfig(pairs=[(student, teacher)])
 
 
 def test_unknown_key_lists_valid_keys():
     """A typo is an error that lists every valid key; `_comment` keys are ignored."""
     with pytest.raises(LayerSyncConfigError, match=r"Unknown LayerSync config key 'techer_block'.*layersync_lambda"):
         LayerSyncConfig.from_dict({"layersync_enabled": True, "student_block": 8, "techer_block": 16})
-    assert LayerSyncConfig.from_dict({"_comment": "x", **SEED}).pairs == ((8, 16),)
+    assert LayerSyncConfig.from_dict({"_comment": "x", **SIMPLETUNER}).pairs == ((8, 16),)
 
 
 def test_conflicting_aliases():
@@ -95,22 +118,23 @@ def test_conflicting_aliases():
 )  # fmt: skip
 def test_block_strings(value, parsed):
     """ASCII digit strings (from CLIs, JSON) are depths; other strings, '¹' included, are block paths."""
-    assert LayerSyncConfig(student_block=value, teacher_block=None).pairs == ((parsed, None),)
+    assert LayerSyncConfig(pairs=[(value, None)]).pairs == ((parsed, None),)
+    assert LayerSyncConfig.from_dict({"student_block": value}).pairs == ((parsed, None),)
 
 
 @pytest.mark.parametrize("value", [8.0, True, "", [8]])
 def test_bad_block_types(value):
     """Floats, bools, empty strings and lists are not block references."""
     with pytest.raises(LayerSyncConfigError, match="must be a 1-based depth"):
-        LayerSyncConfig(student_block=value)
+        LayerSyncConfig.from_dict({"student_block": value})
 
 
 def test_json_file(tmp_path):
-    """A JSON file of seed keys round-trips through `to_dict`."""
+    """A JSON file of SimpleTuner's keys round-trips through `to_dict`."""
     path = tmp_path / "layersync.json"
-    path.write_text(json.dumps(SEED))
+    path.write_text(json.dumps(SIMPLETUNER))
     config = LayerSyncConfig.from_json(path)
-    assert config.to_dict() == SEED
+    assert config.to_dict() == SIMPLETUNER
     assert LayerSyncConfig.load(str(path)) == config
     path.write_text("[1, 2]")
     with pytest.raises(LayerSyncConfigError, match="must hold a JSON object"):
@@ -121,7 +145,7 @@ def test_argparse_two_lines():
     """`add_arguments` then `from_args` turns a script's flags into a config."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--learning_rate", type=float, default=1e-4)
-    LayerSyncConfig.add_arguments(parser)
+    LayerSync.add_arguments(parser)
     args = parser.parse_args(
         [
             "--layersync_enabled",
@@ -133,7 +157,7 @@ def test_argparse_two_lines():
             "0.1",
         ]
     )
-    assert LayerSyncConfig.from_args(args) == LayerSyncConfig(True, 8, "single_transformer_blocks.3", 0.1)
+    assert LayerSyncConfig.from_args(args) == LayerSyncConfig(True, ((8, "single_transformer_blocks.3"),), 0.1)
     assert not LayerSyncConfig.from_args(parser.parse_args([])).enabled
     with pytest.warns(UserWarning, match="layersync_enabled"):
         assert not LayerSyncConfig.from_args(parser.parse_args(["--layersync_student_block", "8"])).enabled
@@ -141,17 +165,21 @@ def test_argparse_two_lines():
         LayerSyncConfig.from_args(argparse.Namespace(learning_rate=1))
 
 
-def test_config_is_frozen():
-    """The config cannot be changed after validation."""
-    config = LayerSyncConfig(student_block=8, teacher_block=16)
-    with pytest.raises(AttributeError):
-        config.weight = 0
-
-
 def test_pairs_are_the_one_stored_form():
-    """`student_block`/`teacher_block` write one pair: the config stores `pairs` only, and reading the two names
-    fails loudly instead of returning a stale None."""
-    config = LayerSyncConfig(student_block=8, teacher_block=16)
+    """`student_block`/`teacher_block` write one pair: the config stores `pairs`, and the two names read its first
+    pair back (None without pairs), whatever form set it."""
+    config = LayerSyncConfig.from_dict({"student_block": 8, "teacher_block": 16})
     assert config == LayerSyncConfig(pairs=[(8, 16)]) and config.pairs == ((8, 16),)
-    with pytest.raises(AttributeError):
-        _ = config.student_block
+    assert (config.student_block, config.teacher_block) == (8, 16)
+    several = LayerSyncConfig(pairs=[(4, 12), (8, None)])
+    assert (several.student_block, several.teacher_block) == (4, 12)
+    assert LayerSyncConfig(enabled=False).student_block is None
+
+
+def test_keywords_over_a_config():
+    """`updated` puts keys of any spelling over a config; blocks given replace all of its blocks."""
+    config = LayerSyncConfig(pairs=[(4, 12), (8, 16)], weight=0.1, warmup_steps=3)
+    assert config.updated({"layersync_lambda": "0.5"}) == LayerSyncConfig(pairs=[(4, 12), (8, 16)], weight=0.5,
+                                                                           warmup_steps=3)  # fmt: skip
+    assert config.updated({"student_block": 2}).pairs == ((2, None),)
+    assert config.updated({"encoder-depth": 2, "gt-encoder-depth": 6}).pairs == ((2, 6),)

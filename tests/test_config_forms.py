@@ -9,22 +9,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layersync_hooks import LayerSyncConfig, LayerSyncError
-from layersync_hooks.config import KEY_ALIASES, OPTIONS
+from layersync_hooks import LayerSync, LayerSyncConfig, LayerSyncError
+from layersync_hooks.config import KEYS, SPELLINGS
+from layersync_hooks.flags import from_flags
 
-SEED_KEYS = {option.name: option.metadata["key"] for option in OPTIONS}  # field -> layersync_* key
+SIMPLETUNER_KEYS = {key.field: key.key for key in KEYS}  # field -> layersync_* key
 BASE = {"student_block": 8, "teacher_block": 16}  # a valid pair, for the keys that do not set the blocks
 
 
 def flag_text(value) -> list[str]:
     """The flag arguments that spell one value: pairs as `S:T` words, numbers as Python writes them."""
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
-        return [f"{s}:{t}" for s, t in value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple, str)) for v in value):
+        return [v if isinstance(v, str) else ":".join(map(str, v)) for v in value]
     return [repr(value) if isinstance(value, float) else str(value)]
 
 
-def three_forms(values: dict, tmp_path) -> list:
-    """The config (or the error type) each form gives for the same `values` (field names), LayerSync on."""
+def every_form(values: dict, tmp_path) -> list:
+    """The config (or the error type) each form gives for the same `values` (field names), LayerSync on: keywords
+    (`LayerSync(model, **values)` reads them this way), a dict of SimpleTuner's keys, a JSON file, `from_flags`
+    and a script's own parser."""
     results = []
 
     def attempt(build):
@@ -33,18 +36,27 @@ def three_forms(values: dict, tmp_path) -> list:
         except LayerSyncError as error:
             results.append(type(error))
 
-    attempt(lambda: LayerSyncConfig(enabled=True, **values))
-    seed = {"layersync_enabled": True, **{SEED_KEYS[name]: value for name, value in values.items()}}
+    attempt(lambda: LayerSyncConfig.from_dict({"enabled": True, **values}))
+    simpletuner = {"layersync_enabled": True, **{SIMPLETUNER_KEYS[name]: value for name, value in values.items()}}
+    attempt(lambda: LayerSyncConfig.from_dict(simpletuner))
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(seed))
+    path.write_text(json.dumps(simpletuner))
     attempt(lambda: LayerSyncConfig.from_json(path))
     argv = ["--layersync_enabled"]
-    for name, value in values.items():
-        argv += [f"--{SEED_KEYS[name]}", *flag_text(value)]
-    attempt(lambda: LayerSyncConfig.from_flags(argv))
-    parser = LayerSyncConfig.add_arguments(argparse.ArgumentParser())  # a script's own parser, then from_args
-    attempt(lambda: LayerSyncConfig.from_args(parser.parse_args(argv)))
+    for name, value in values.items():  # one `--key=value` word: argparse takes a word starting with "-" for a flag
+        argv.append(f"--{SIMPLETUNER_KEYS[name]}={','.join(flag_text(value))}")
+    attempt(lambda: from_flags(argv))
+    parser = LayerSync.add_arguments(argparse.ArgumentParser(exit_on_error=False))  # a script's own parser
+    attempt(lambda: LayerSyncConfig.from_args(parse(parser, argv)))
     return results
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """A script's parser: a bad value exits with argparse's usage error, counted here as a LayerSyncError."""
+    try:
+        return parser.parse_args(argv)
+    except (argparse.ArgumentError, SystemExit) as error:
+        raise LayerSyncError(str(error)) from None
 
 
 @pytest.mark.parametrize(
@@ -67,12 +79,19 @@ def three_forms(values: dict, tmp_path) -> list:
         ({"warmup_steps": -1}, LayerSyncError),
         ({"pairs": [[4, 12], [8, 16]]}, {"pairs": ((4, 12), (8, 16))}),
         ({"pairs": [[4, 12], [4, 12]]}, LayerSyncError),
+        ({"pairs": "2:6,4:8"}, {"pairs": ((2, 6), (4, 8))}),  # a flag's comma list, as in a dict or JSON
+        ({"pairs": ["2:6", "4:8"]}, {"pairs": ((2, 6), (4, 8))}),
+        ({"weight": "0.5"}, {"weight": 0.5}),  # a number's text is the number, as a flag's is
+        ({"weight": "1e39"}, LayerSyncError),
+        ({"warmup_steps": "2"}, {"warmup_steps": 2}),
+        ({"warmup_steps": "2.0"}, LayerSyncError),  # not rounded in any form
+        ({"stop_step": 2.0}, LayerSyncError),
     ],
 )
 def test_every_key_means_the_same_in_every_form(values, expected, tmp_path):
-    """Keywords, JSON, `from_flags` and a script's parsed flags give the same config or the same error."""
+    """Keywords, a dict, JSON, `from_flags` and a script's parsed flags give the same config or the same error."""
     full = values if "pairs" in values or "student_block" in values else {**BASE, **values}
-    results = three_forms(full, tmp_path)
+    results = every_form(full, tmp_path)
     if expected is LayerSyncError:
         assert all(isinstance(r, type) and issubclass(r, LayerSyncError) for r in results), results
         return
@@ -82,7 +101,7 @@ def test_every_key_means_the_same_in_every_form(values, expected, tmp_path):
 
 
 # -- property-based: random input in every form -----------------------------------------------------------------
-SPELLINGS = sorted(KEY_ALIASES)
+NAMES = sorted(SPELLINGS)
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -99,15 +118,15 @@ def names_the_input(message: str, keys, values) -> bool:
     the key that is missing (a config that turns LayerSync on without a student)."""
     if "`student_block` (`layersync_student_block`" in message and "is missing" in message:
         return True
-    fields = {KEY_ALIASES.get(str(key).lstrip("-"), key) for key in keys}
+    fields = {SPELLINGS[str(key).lstrip("-")].field if str(key).lstrip("-") in SPELLINGS else key for key in keys}
     spellings = (
-        {s for s, f in KEY_ALIASES.items() if f in fields} | {str(key) for key in keys} | {repr(k) for k in keys}
+        {s for s, k in SPELLINGS.items() if k.field in fields} | {str(key) for key in keys} | {repr(k) for k in keys}
     )
     return any(s in message for s in spellings) or any(repr(v) in message or str(v) in message for v in values)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.dictionaries(st.one_of(st.sampled_from(SPELLINGS), st.text(max_size=10)), VALUES, max_size=4))
+@given(st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=10)), VALUES, max_size=4))
 def test_random_dicts_are_accepted_or_refused_by_name(config):
     """A random dict gives a config or a LayerSyncError naming an offending key or value; never another error."""
     try:
@@ -120,7 +139,7 @@ def test_random_dicts_are_accepted_or_refused_by_name(config):
 @given(
     st.one_of(
         st.text(max_size=40),
-        st.dictionaries(st.sampled_from(SPELLINGS), VALUES, max_size=4).map(json.dumps),
+        st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=4).map(json.dumps),
         st.lists(VALUES, max_size=3).map(json.dumps),
     )
 )
@@ -141,7 +160,7 @@ def test_random_json_texts_are_accepted_or_refused_by_name(tmp_path_factory, tex
 
 
 FLAG_WORDS = st.one_of(
-    st.sampled_from([f"--{option.metadata['key']}" for option in OPTIONS] + ["--layersync_s", "--nope", "-x"]),
+    st.sampled_from([f"--{key.key}" for key in KEYS] + ["--layersync_s", "--nope", "-x"]),
     st.sampled_from(["0", "8", "-4", "0.2", "nan", "inf", "1e39", "4:12", "8:16", "8", "a.b", "x:y:z", ""]),
 )
 
@@ -149,12 +168,15 @@ FLAG_WORDS = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(FLAG_WORDS, max_size=6))
 def test_random_flag_lists_are_accepted_or_refused_by_name(argv):
-    """Random flag lists give a config, or a LayerSyncError naming a flag or value; argparse never exits."""
+    """Random flag lists give a config, or a LayerSyncError naming a flag (dashes or not) or a value; argparse never
+    exits."""
     try:
-        LayerSyncConfig.from_flags(argv)
+        from_flags(argv)
     except LayerSyncError as error:
-        missing = "is missing" in str(error) and "layersync_student_block" in str(error)
-        assert missing or any((word and word in str(error)) or repr(word) in str(error) for word in argv), argv
+        message = str(error)
+        missing = "is missing" in message and "layersync_student_block" in message
+        named = any(word.strip() and (word in message or word.lstrip("-") in message) for word in argv)
+        assert missing or named or any(repr(word) in message for word in argv), (argv, message)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -171,10 +193,44 @@ def test_random_flag_lists_are_accepted_or_refused_by_name(argv):
     )
 )
 def test_accepted_configs_mean_the_same_in_all_forms(tmp_path_factory, values):
-    """Whatever random values a config takes, keywords, JSON and flags give equal configs, or all refuse it."""
-    results = three_forms(values, tmp_path_factory.mktemp("forms"))
-    kinds = [r if isinstance(r, type) else LayerSyncConfig for r in results]
+    """Whatever random values a config takes, keywords, a dict, JSON and flags give equal configs, or all refuse it."""
+    results = every_form(values, tmp_path_factory.mktemp("forms"))
+    kinds = [LayerSyncError if isinstance(r, type) else LayerSyncConfig for r in results]
     assert len(set(kinds)) == 1, (values, results)
     if kinds[0] is LayerSyncConfig:
         assert all(r == results[0] for r in results), (values, results)
         assert LayerSyncConfig.from_dict(results[0].to_dict()) == results[0]
+
+
+# Any value a flag can spell (no None, no bool): numbers, their text, block paths, pair lists and junk.
+ANY_VALUE = st.one_of(
+    st.integers(-12, 24),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["3", " 3 ", "-2", "0.5", "1e39", "2.0", "nan", "4:12", "4:12,8:16", "transformer_blocks.1", ""]),
+)
+ANY_PAIRS = st.one_of(
+    st.sampled_from(["2:6,4:8", "2:6", "x:y:z", "4:12,", ",", "2:transformer_blocks.3"]),
+    st.lists(st.tuples(st.integers(-4, 12), st.integers(-4, 12)), min_size=1, max_size=3),
+    st.lists(st.sampled_from(["2:6", "4:8", "2:6,4:8", "a"]), min_size=1, max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            **{name: ANY_VALUE for name in ("student_block", "teacher_block", "weight", "warmup_steps", "stop_step")},
+            "pairs": ANY_PAIRS,
+        },
+    )
+)
+def test_any_value_means_the_same_in_every_form(tmp_path_factory, values):
+    """The same value, whatever its type, gives equal configs in keywords, a dict, JSON, `from_flags` and a script's
+    parser, or an error in every one of them."""
+    results = every_form(values, tmp_path_factory.mktemp("forms"))
+    kinds = [LayerSyncError if isinstance(r, type) else LayerSyncConfig for r in results]
+    assert len(set(kinds)) == 1, (values, results)
+    if kinds[0] is LayerSyncConfig:
+        assert all(r == results[0] for r in results), (values, results)

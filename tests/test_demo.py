@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from launch import free_port, fresh_accelerate_state  # noqa: F401 (autouse: a new Accelerator per test)
+from helpers import read_cells
+from launch import free_port
 from safetensors.torch import load_file
-from test_demo_samples import read_cells
 
 from layersync_hooks.commands.cli import main
 from layersync_hooks.commands.demo.data import CLASSES, ShapesData, draw_shapes
 from layersync_hooks.commands.demo.sample import SAMPLES_PER_CLASS
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
 STEPS, GLOBAL_BATCH = 3, 8
 COMMON = ["--steps", str(STEPS), "--eval-every", str(STEPS), "--report-to", "none"]

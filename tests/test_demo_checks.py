@@ -9,10 +9,12 @@ import sys
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from launch import free_port, fresh_accelerate_state  # noqa: F401 (autouse: a new Accelerator per test)
+from launch import free_port
 
-from layersync_hooks.commands import arguments as checks
+from layersync_hooks.commands import checks
 from layersync_hooks.commands.cli import main
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # One tiny step: were a check missing, the run would start (and these tests fail) within seconds.

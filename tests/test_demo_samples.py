@@ -1,48 +1,26 @@
 """The demo's samples: Euler steps from fixed noise, a function of the seed, drawn into PNG grids cell by cell."""
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import read_cells
 
 from layersync_hooks import LayerSync
 from layersync_hooks.commands.demo.data import CLASSES, ShapesData
 from layersync_hooks.commands.demo.sample import (
-    CELL,
     SAMPLES_PER_CLASS,
-    SCALE,
     as_grid,
-    cell_origin,
-    grid_size,
     sample,
     save_grid,
     to_uint8,
 )
-from layersync_hooks.commands.demo.train import DEFAULT_CONFIG, build_model
-
-
-def read_cells(path, rows, columns, panels=1):
-    """The samples drawn in a grid PNG, (panels, rows, columns, 3, 16, 16) uint8; asserts the PNG's size and that
-    each cell is its sample scaled up by SCALE (nearest)."""
-    image = np.asarray(Image.open(path).convert("RGB"))
-    assert (image.shape[1], image.shape[0]) == grid_size(rows, columns, panels)
-    out = torch.empty(panels, rows, columns, 3, CELL // SCALE, CELL // SCALE, dtype=torch.uint8)
-    for panel in range(panels):
-        for row in range(rows):
-            for column in range(columns):
-                left, top = cell_origin(row, column, columns=columns, panel=panel)
-                block = torch.from_numpy(image[top : top + CELL, left : left + CELL].copy()).permute(2, 0, 1)
-                small = block[:, ::SCALE, ::SCALE]
-                assert torch.equal(block, small.repeat_interleave(SCALE, 1).repeat_interleave(SCALE, 2))
-                out[panel, row, column] = small
-    return out
+from layersync_hooks.commands.demo.train import DEFAULT_PRESET, build_model
 
 
 @pytest.fixture(scope="module")
 def model_and_layersync():
     torch.manual_seed(0)
     model = build_model(0)
-    layersync = LayerSync.from_config(model, DEFAULT_CONFIG)
+    layersync = LayerSync(model, DEFAULT_PRESET)
     yield model, layersync
     layersync.remove()
 

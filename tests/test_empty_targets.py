@@ -1,5 +1,5 @@
-"""A token rule that selects nothing is loud: at once for an empty slice; for an empty mask at the first loss() of
-the run (one host sync, once) and at every metrics() after it."""
+"""A token rule that selects nothing is loud: at once, in the training forward, for an empty slice; for an empty
+mask at the first loss() of the run (one host sync, once) and at every metrics() after it."""
 
 import pytest
 import torch
@@ -9,13 +9,13 @@ from layersync_hooks import BlockLayout, LayerSync, LayerSyncError, Stack
 
 
 def test_empty_slice_raises_before_backward():
-    """A rule that keeps no token fails in loss(), naming the stack, instead of a NaN loss."""
+    """A rule that keeps no token fails in the training forward, where the pair is folded, naming the stack, instead
+    of a NaN loss."""
     model, inputs = build("PixArt")
     layout = BlockLayout(stacks=(Stack("transformer_blocks", rule=lambda hidden, _: (hidden[:, :0], None)),))
-    layersync = LayerSync(model, student_block=1, teacher_block=3, layout=layout)
-    prediction(model, inputs)
+    LayerSync(model, student_block=1, teacher_block=3, layout=layout)
     with pytest.raises(LayerSyncError, match=r"rule of 'transformer_blocks' .* selected no tokens from 'transformer_"):
-        layersync.loss()
+        prediction(model, inputs)
 
 
 def flux_without_targets():

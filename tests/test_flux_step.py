@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_benchmarks import script
+from helpers import script
 
 
 @pytest.fixture(scope="module")

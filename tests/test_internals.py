@@ -1,4 +1,4 @@
-"""Tests that read the package's private state on purpose: the engine's buffer and stores, the loss's chunk size,
+"""Tests that read the package's private state on purpose: a capture's records and stores, the loss's chunk size,
 a package function replaced by one with a host sync. Every other test uses the public API only.
 """
 
@@ -11,30 +11,44 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
-from test_capture import hook_calls, hook_counts
-from test_host_sync import HostSync, training_step
-from test_loss import reference_grad
+from helpers import HostSync, hook_calls, hook_count, reference_grad, training_step
 from tiny_models import build, prediction
 
+import layersync_hooks.capture.engine as engine
 import layersync_hooks.loss as loss_module
 from layersync_hooks import BlockCapture, LayerSync, token_similarity
 from layersync_hooks.errors import LayerSyncConfigError
+from layersync_hooks.loss import align
 
 
-class CountingDict(dict):
-    """Counts stores into the engine's buffer: one per captured block per forward."""
+class Stores(dict):
+    """A record's store of raw outputs that counts what goes in: one per captured block per forward."""
 
-    stores = 0
+    count = 0
 
     def __setitem__(self, key, value):
-        self.stores += 1
+        Stores.count += 1
         super().__setitem__(key, value)
 
 
-def spy(layersync):
-    engine = layersync._capture._engine
-    engine.buffer = CountingDict()
-    return engine.buffer
+@pytest.fixture
+def stores(monkeypatch):
+    """Counts every block output any capture stores while the test runs."""
+    Stores.count = 0
+    original = engine._Record.__init__
+
+    def counting(record, model_call):
+        original(record, model_call)
+        record.stored = Stores()
+
+    monkeypatch.setattr(engine._Record, "__init__", counting)
+    return Stores
+
+
+def folded(layersync, pair=0):
+    """What the pair's capture kept of the last training forward (its records are popped by loss())."""
+    (record,) = layersync._captures[pair]._records
+    return record
 
 
 MODES = {
@@ -45,13 +59,13 @@ MODES = {
 }
 
 
-def train_step(family, mode):
+def train_step(family, mode, stores):
     model, inputs = build(family)
     if mode != "none":
         function = MODES[mode]
         model.enable_gradient_checkpointing(None if isinstance(function, str) else function)
     layersync = LayerSync(model, student_block=2, teacher_block=-2)
-    buffer = spy(layersync)
+    stores.count = 0
     calls = hook_calls(model, layersync.student.path)
     stop = checkpoint.set_checkpoint_early_stop(False) if mode == "no_early_stop" else contextlib.nullcontext()
     with stop:
@@ -59,16 +73,16 @@ def train_step(family, mode):
         loss = F.mse_loss(pred, torch.zeros_like(pred)) + layersync.loss()
         loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return loss.item(), grads, buffer.stores, calls
+    return loss.item(), grads, stores.count, calls
 
 
 @pytest.mark.parametrize("mode", ["default", "reentrant", "no_early_stop"])
 @pytest.mark.parametrize("family", ["Flux", "SD3", "PixArt", "HunyuanVideo", "Wan"])
-def test_internal_checkpointing_modes_give_one_capture_and_identical_gradients(family, mode):
+def test_internal_checkpointing_modes_give_one_capture_and_identical_gradients(family, mode, stores):
     """Under every gradient-checkpointing mode: two stores (student, teacher) and the no-checkpoint gradients."""
-    base_loss, base_grads, base_stores, _ = train_step(family, "none")
-    loss, grads, stores, calls = train_step(family, mode)
-    assert base_stores == stores == 2
+    base_loss, base_grads, base_stores, _ = train_step(family, "none", stores)
+    loss, grads, count, calls = train_step(family, mode, stores)
+    assert base_stores == count == 2
     if mode in ("reentrant", "no_early_stop"):
         assert len(calls) == 2, "the block's forward hook should fire again during backward in this mode"
     assert abs(loss - base_loss) < 1e-6
@@ -77,15 +91,14 @@ def test_internal_checkpointing_modes_give_one_capture_and_identical_gradients(f
         torch.testing.assert_close(grads[name], base_grads[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_internal_stray_forwards_do_not_replace_the_capture():
+def test_internal_stray_forwards_do_not_replace_the_capture(stores):
     """Eval, no-grad, paused and EMA-copy forwards between the training forward and loss() are ignored: nothing is
     stored or folded again (the training forward's pair was folded in it), and the term is that forward's."""
     model, inputs = build("PixArt")
     ema = copy.deepcopy(model)
     layersync = LayerSync(model, student_block=1, teacher_block=3)
-    buffer = spy(layersync)
     pred = prediction(model, inputs)
-    folded = dict(layersync._folded)
+    first = folded(layersync)
     stray = dict(inputs, hidden_states=inputs["hidden_states"] * 2)
     with torch.no_grad():
         prediction(model, stray)
@@ -97,59 +110,52 @@ def test_internal_stray_forwards_do_not_replace_the_capture():
     ema_copy = copy.deepcopy(model)  # copied with the hooks: they must ignore it
     prediction(ema_copy, stray)
     prediction(ema, stray)
-    assert buffer.stores == 2 and layersync._folded.keys() == folded.keys()
-    assert layersync._folded[0].cosine is folded[0].cosine
+    assert stores.count == 2 and folded(layersync) is first and first.stored is None
     (pred.mean() + layersync.loss()).backward()
 
 
-def test_internal_buffer_released_after_loss_and_at_rearm():
-    """The captured outputs are freed once taken, and at the next training forward if never used; LayerSync holds
-    nothing of a forward after it (its pair folded, both blocks released) but that forward's folded values."""
+def test_internal_outputs_released_after_pop_and_at_the_next_forward():
+    """The captured outputs are freed once taken, and at the next training forward if never taken; a LayerSync pair
+    keeps nothing of a forward but what it folded (both blocks' outputs released inside the forward)."""
     model, inputs = build("PixArt")
     capture = BlockCapture(model, blocks=[1, 3])
-    engine = capture._engine
     prediction(model, inputs)
-    first = engine.buffer["transformer_blocks.0"][0]
-    prediction(model, inputs)  # forward without pop(): the re-arm must drop the first capture
-    assert engine.buffer["transformer_blocks.0"][0] is not first
+    (first,) = capture._records
+    prediction(model, inputs)  # forward without pop(): the next training forward drops the first record
+    assert capture._records[0] is not first and capture.captured == 1
     capture.pop()
-    assert not engine.buffer and engine.model_call is None
+    assert capture._records == [] and capture._open is None
     capture.remove()
     layersync = LayerSync(model, student_block=1, teacher_block=3)
     prediction(model, inputs)
-    assert not layersync._capture._engine.buffer and layersync.has_activations
-    first = layersync._folded[0]
+    record = folded(layersync)
+    assert record.stored is None and record.folded.trains and layersync.has_activations
     prediction(model, inputs)
-    assert layersync._folded[0] is not first
+    assert folded(layersync) is not record
     layersync.loss()
-    assert not layersync._folded and not layersync.has_activations
+    assert layersync._captures[0]._records == [] and not layersync.has_activations
 
 
-def test_internal_captures_share_hooks_and_buffer():
-    """Two users of the same blocks share one hook per block and one stored output; each gets its tokens."""
+def test_internal_captures_own_their_hooks_and_share_no_copy():
+    """Two captures of one block each own a hook on it and store the same output object (no copy); removing one
+    leaves the other's hook and record as they were."""
     model, inputs = build("PixArt")
-    layersync = LayerSync(model, student_block=1, teacher_block=3)
-    repa = BlockCapture(model, blocks=[1])
-    assert repa._engine is layersync._capture._engine
-    assert len(model.transformer_blocks[0]._forward_hooks) == 1
-    buffer = spy(layersync)
+    one, other = BlockCapture(model, blocks=[1]), BlockCapture(model, blocks=[1, 2])
+    assert len(model.transformer_blocks[0]._forward_hooks) == 2
     prediction(model, inputs)
-    assert buffer.stores == 2
-    assert set(buffer) == {"transformer_blocks.0"}  # LayerSync released both blocks, held on for the other user
-    activations = repa.pop()
-    assert set(activations) == {"transformer_blocks.0"}
-    assert activations["transformer_blocks.0"].hidden.shape == (2, 16, 8)
-    assert not buffer
-    layersync.loss()
-    layersync.remove()
-    assert len(model.transformer_blocks[0]._forward_hooks) == 1  # still used by the other capture
-    repa.remove()
-    assert hook_counts(model) == 0
+    path = "transformer_blocks.0"
+    assert one._records[0].stored[path].output is other._records[0].stored[path].output
+    one.remove()
+    assert len(model.transformer_blocks[0]._forward_hooks) == 1
+    (activations,) = other.pop()
+    assert set(activations) == {path, "transformer_blocks.1"} and activations[path].hidden.shape == (2, 16, 8)
+    other.remove()
+    assert hook_count(model) == 0
 
 
 def kept(capture):
-    """path -> what the capture keeps besides the raw output, after one training forward."""
-    return {path: extra for path, (_, extra) in capture._engine.buffer.items()}
+    """path -> the block arguments a capture keeps beside the raw output, after one training forward."""
+    return {path: stored.block_arguments for path, stored in capture._records[-1].stored.items()}
 
 
 def test_internal_rules_that_read_model_arguments_keep_no_block_arguments():
@@ -157,7 +163,8 @@ def test_internal_rules_that_read_model_arguments_keep_no_block_arguments():
     capture = BlockCapture(model, blocks=[1, -1])  # a double block and a single block
     prediction(model, inputs)
     assert kept(capture) == {"transformer_blocks.0": None, "single_transformer_blocks.2": None}
-    assert all(a.hidden.isfinite().all() for a in capture.pop().values())
+    (activations,) = capture.pop()
+    assert all(a.hidden.isfinite().all() for a in activations.values())
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
@@ -222,14 +229,17 @@ def test_internal_guard_catches_a_sync_added_to_the_package(call, monkeypatch):
         training_step("DiT", False, monkeypatch)
 
 
-def test_internal_shared_blocks_are_captured_once():
-    """Pairs (1, 3) and (2, 3) share the teacher: three blocks hooked, three outputs stored per forward."""
+def test_internal_a_shared_teacher_is_one_output_for_both_pairs(stores):
+    """Pairs (1, 3) and (2, 3) share the teacher: each pair's capture hooks it and keeps a reference to the same
+    output (no copy), folded and released inside the forward."""
     model, inputs = build("PixArt")
     layersync = LayerSync(model, pairs=[(1, 3), (2, 3)])
-    buffer = spy(layersync)
-    assert len(model.transformer_blocks[2]._forward_hooks) == 1
+    assert len(model.transformer_blocks[2]._forward_hooks) == 2
+    outputs = []
+    model.transformer_blocks[2].register_forward_hook(lambda module, args, output: outputs.append(output))
     prediction(model, inputs)
-    assert buffer.stores == 3
+    assert stores.count == 4 and len(outputs) == 1
+    assert all(folded(layersync, pair).stored is None for pair in (0, 1))
     assert "student=transformer_blocks.1 (depth 2) <- teacher=transformer_blocks.2 (depth 3)" in repr(layersync)
     with pytest.raises(LayerSyncConfigError, match="name the same blocks twice"):
         LayerSync(model, pairs=[(1, 3), ("transformer_blocks.0", "transformer_blocks.2")])
@@ -238,24 +248,27 @@ def test_internal_shared_blocks_are_captured_once():
 @pytest.mark.parametrize("family", ["Flux", "PixArt"])
 def test_internal_teacher_is_released_inside_the_forward(family):
     """Once a pair's teacher block has run, the pair is folded, connected to the student's graph, and both outputs
-    leave the buffer while the forward still runs; the term and its gradient equal the unfolded computation."""
+    are released while the forward still runs; the term and its gradient equal the computation after the forward."""
     model, inputs = build(family)
     layersync = LayerSync(model, student_block=1, teacher_block=3)
-    sizes = []
-    last = BlockCapture(model, [-1])
-    last.on_stored = lambda path: sizes.append(set(layersync._capture._engine.buffer) - {path})
+    seen = []
+    last = model.get_submodule(layersync._blocks[-1].path)
+    handle = last.register_forward_hook(lambda *args: seen.append(layersync._captures[0]._open.stored))
     prediction(model, inputs)
-    assert sizes == [set()]  # at the last block LayerSync holds nothing in the buffer
+    handle.remove()
+    assert seen == [None]  # at the last block the pair holds no block output
     term = layersync.loss()
     term.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    last.remove()
     layersync.remove()
-    reference = LayerSync(model, student_block=1, teacher_block=3)
-    reference._capture.on_stored = None  # never fold in the forward: everything at loss()
+    capture = BlockCapture(model, [1, 3])  # no fold: the outputs kept, the tokens cut after the forward
     prediction(model, inputs)
-    expected = reference.loss()
+    ((student, teacher),) = (tuple(tokens.values()) for tokens in capture.pop())
+    mask = (
+        student.mask if teacher.mask is None else teacher.mask if student.mask is None else student.mask & teacher.mask
+    )
+    expected = -0.2 * loss_module.mean_cosine(*align(student.hidden, teacher.hidden, mask=mask)[:2])
     expected.backward()
     torch.testing.assert_close(term, expected, rtol=1e-6, atol=1e-7)
     for name, grad in grads.items():
@@ -263,21 +276,24 @@ def test_internal_teacher_is_released_inside_the_forward(family):
 
 
 def test_internal_runner_report_keeps_nothing_on_other_processes(tmp_path):
-    """The runner's own report is written by the main process; the others keep no sums (and so never read them
-    back from the device at a report step). The main process averages its micro-batches' terms."""
+    """The runner's own report is written by the main process; the others open no window on LayerSync's sums (and
+    so never read them back from the device). The main process averages its micro-batches' terms, and its window
+    leaves what `metrics()` reads untouched."""
     from layersync_hooks.integrations.accelerate import _Report
 
-    model, _ = build("PixArt")
+    model, inputs = build("PixArt")
     layersync = LayerSync(model, student_block=1, teacher_block=3)
     other = _Report(layersync, tmp_path / "other.jsonl", every=1, main=False)
-    other.add(torch.tensor(-0.1), 0.2)
-    assert other.sums is None
-    other.step()
-    assert not (tmp_path / "other.jsonl").exists()
     main = _Report(layersync, tmp_path / "main.jsonl", every=2, main=True)
-    for term in (-0.1, -0.14):
-        main.add(torch.tensor(term), 0.2)
+    assert other.window is None and len(layersync.meter._windows) == 2  # metrics() and the main report
+    terms = []
+    for scale in (1.0, 0.5):
+        prediction(model, dict(inputs, hidden_states=inputs["hidden_states"] * scale))
+        terms.append(layersync.loss().item())
+        other.step()
         main.step()
+    assert not (tmp_path / "other.jsonl").exists()
     row = json.loads((tmp_path / "main.jsonl").read_text())
-    assert row["layersync_loss"] == pytest.approx(-0.12) and row["layersync_similarity"] == pytest.approx(0.6)
+    assert row["layersync_loss"] == pytest.approx(sum(terms) / 2) and terms[0] != pytest.approx(terms[1])
+    assert layersync.metrics()["layersync_loss"] == pytest.approx(sum(terms) / 2)
     layersync.remove()

@@ -327,7 +327,8 @@ def test_unet_pair_across_resolution_levels_is_refused_at_attach(family):
 
 
 def test_pair_with_different_token_shapes_names_both_shapes():
-    """A layout without levels still cannot compare blocks of two shapes: loss() names both token shapes."""
+    """A layout without levels still cannot compare blocks of two shapes: the training forward, where the pair is
+    folded, names both token shapes."""
     model, inputs = build("SDXL")
     layout = BlockLayout(stacks=LAYOUTS["UNet2DConditionModel"].stacks)  # the table's stacks, without its levels
     layersync = LayerSync(
@@ -336,6 +337,6 @@ def test_pair_with_different_token_shapes_names_both_shapes():
         teacher_block="down_blocks.2.attentions.0.transformer_blocks.0",
         layout=layout,
     )
-    prediction(model, inputs)
     with pytest.raises(ShapeMismatchError, match=r"\(2, 64, 32\).*\(2, 16, 64\).*same resolution level"):
-        layersync.loss()
+        prediction(model, inputs)
+    layersync.remove()

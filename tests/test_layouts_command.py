@@ -25,17 +25,18 @@ def test_supported_models_page_carries_the_generated_table(capsys):
 
 @pytest.mark.slow
 def test_layouts_prints_stacks_depths_and_a_pair_for_the_real_size(capsys):
-    """Real block counts from the default (or released) config: Flux 19 + 38, SDXL's UNet 70 blocks; `families`
-    is the command's name before 0.2."""
+    """Real block counts of the released models (or the default config): Flux 19 + 38, SDXL's UNet 70 blocks,
+    HiDream (whose default config cannot be built) 48; `families` is the command's name before 0.2."""
     assert main(["layouts"]) == 0
     out = capsys.readouterr().out
     assert re.search(
-        r"FluxTransformer2DModel +default config +depths 1\.\.57 +pair 16 <- 32 +"
+        r"FluxTransformer2DModel +Flux.1 \[dev\], \[schnell\], Kontext +depths 1\.\.57 +pair 16 <- 32 +"
         r"transformer_blocks \(19\), single_transformer_blocks \(38\)",
         out,
     )
     assert re.search(r"UNet2DConditionModel +SDXL, Kolors +depths 1\.\.70 +pair 20 <- 40", out)
-    assert re.search(r"HiDreamImageTransformer2DModel +default config +depths 1\.\.48", out)  # from __init__ defaults
+    assert re.search(r"HiDreamImageTransformer2DModel +HiDream-I1 +depths 1\.\.48", out)
+    assert re.search(r"OvisImageTransformer2DModel +default config +depths 1\.\.33", out)
     assert "Cosmos3OmniTransformer" in out and "not supported: its layers run one packed" in out
     assert main(["families"]) == 0 and capsys.readouterr().out == out
 

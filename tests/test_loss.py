@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import reference_grad
 
 from layersync_hooks import layersync_loss, token_similarity
 from layersync_hooks.errors import ShapeMismatchError
@@ -40,10 +41,13 @@ def test_zero_tokens_are_finite():
     assert loss.item() == 0 and torch.isfinite(student.grad).all()
 
 
-def test_identical_tokens_never_exceed_one():
-    """Similarity of a tensor with itself is clamped to exactly 1."""
+def test_identical_tokens_give_one_never_more():
+    """Similarity of a tensor with itself is 1, clamped so that rounding never takes it above; its opposite gives
+    -1."""
     x = torch.randn(3, 64, 33) * 1e3
-    assert token_similarity(x, x).item() <= 1.0
+    value = token_similarity(x, x).item()
+    assert value <= 1.0 and value == pytest.approx(1.0, abs=1e-6)
+    assert token_similarity(x, -x).item() == pytest.approx(-1.0, abs=1e-6)
 
 
 def test_video_states_are_flattened():
@@ -68,15 +72,6 @@ def test_shape_mismatch_names_both_shapes():
     """Student and teacher with different token counts or widths is a clear error."""
     with pytest.raises(ShapeMismatchError, match=r"\(2, 256, 64\).*\(2, 64, 64\)"):
         token_similarity(torch.randn(2, 256, 64), torch.randn(2, 64, 64))
-
-
-def reference_grad(student, teacher, mask=None):
-    """Loss and student gradient of the formula in float64, with autograd (the independent computation)."""
-    student = student.detach().double().requires_grad_()
-    cosine = F.cosine_similarity(student, teacher.double(), dim=-1)
-    value = cosine.mean() if mask is None else cosine[mask].mean()
-    value.backward()
-    return value, student.grad
 
 
 def test_float32_inside_autocast():

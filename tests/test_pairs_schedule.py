@@ -6,13 +6,14 @@ import json
 import pytest
 import torch
 from accelerate import Accelerator
-from launch import fresh_accelerate_state  # noqa: F401 (an autouse fixture)
-from test_capture import hook_counts
+from helpers import hook_count
 from tiny_models import build, prediction
 
 from layersync_hooks import LayerSync, LayerSyncConfig, LayerSyncError
 from layersync_hooks.errors import LayerSyncConfigError
 from layersync_hooks.schedule import WeightSchedule
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
 
 @pytest.mark.parametrize(
@@ -28,7 +29,7 @@ from layersync_hooks.schedule import WeightSchedule
 )
 def test_one_pair_is_the_single_spelling(spelling):
     """A one-pair list and student/teacher are two spellings of the same config."""
-    assert LayerSyncConfig(**spelling) == LayerSyncConfig(student_block=8, teacher_block=16)
+    assert LayerSyncConfig.from_dict(spelling) == LayerSyncConfig(pairs=[(8, 16)])
 
 
 @pytest.mark.parametrize(
@@ -36,14 +37,16 @@ def test_one_pair_is_the_single_spelling(spelling):
     [
         (dict(pairs=[(4, 12), (8, 16)], student_block=8), r"`pairs=\[\(4, 12\), \(8, 16\)\]` and `student_block=8`"),
         (dict(pairs=[(8, 16)], student_block=8, teacher_block=12), r"both set the blocks; keep one"),
-        (dict(pairs=(8, 16)), r"must be a list of \(student, teacher\) pairs.*got \(8, 16\)"),
+        (dict(pairs=(8, 16)), r"must be \(student, teacher\).*got 8 in \(8, 16\)"),
         (dict(pairs=[(8, 16, 24)]), r"must be \(student, teacher\).*got \(8, 16, 24\)"),
         (dict(pairs=[(None, 16)]), r"must be \(student, teacher\)"),
+        (dict(pairs="4:12,x"), r"must be \(student, teacher\).*got 'x' in '4:12,x'"),
         (dict(pairs=[(4, 12), (4, 12)]), r"lists a pair twice"),
         (dict(pairs=[(4, 12), (16, 8)]), r"teacher_block` must be deeper.*student_block=16, teacher_block=8"),
         (dict(student_block=8, warmup_steps=-1), r"`warmup_steps` must be an integer >= 0, got -1"),
         (dict(student_block=8, stop_step=0), r"`stop_step` must be an integer >= 1, got 0"),
-        (dict(student_block=8, stop_step=2.5), r"`stop_step` must be an integer >= 1, got 2.5"),
+        (dict(student_block=8, stop_step=2.5), r"`stop_step` must be an integer, got 2.5"),
+        (dict(student_block=8, stop_step="3.0"), r"`stop_step` must be an integer, got '3.0'"),
         (
             dict(student_block=8, warmup_steps=100, stop_step=50),
             r"`stop_step=50` comes before the end of `warmup_steps",
@@ -53,10 +56,10 @@ def test_one_pair_is_the_single_spelling(spelling):
 def test_bad_pairs_and_schedules(kwargs, match):
     """Inconsistent spellings, malformed or repeated pairs and impossible schedules are errors naming the values."""
     with pytest.raises(LayerSyncConfigError, match=match):
-        LayerSyncConfig(**kwargs)
+        LayerSyncConfig.from_dict(kwargs)
 
 
-def test_seed_style_keys_json_and_flags(tmp_path):
+def test_simpletuner_style_keys_json_and_flags(tmp_path):
     """`layersync_pairs`, `layersync_warmup_steps`, `layersync_stop_step` work from JSON and argparse flags."""
     keys = {
         "layersync_enabled": True,
@@ -71,7 +74,7 @@ def test_seed_style_keys_json_and_flags(tmp_path):
     path = tmp_path / "layersync.json"
     path.write_text(json.dumps(keys))
     assert LayerSyncConfig.from_json(path) == expected and expected.to_dict() == keys
-    parser = LayerSyncConfig.add_arguments(argparse.ArgumentParser())
+    parser = LayerSync.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(
         [
             "--layersync_enabled",
@@ -163,7 +166,7 @@ def test_stop_step_detaches_and_resuming_past_it_does_not_reattach():
     for _ in range(2):
         prediction(model, inputs)
         assert layersync.loss().item() != 0
-    assert layersync.stopped and hook_counts(model) == 0 and "stopped" in repr(layersync)
+    assert layersync.stopped and hook_count(model) == 0 and "stopped" in repr(layersync)
     prediction(model, inputs)
     assert layersync.loss().item() == 0 and layersync.loss().item() == 0  # no error, every call
     assert set(layersync.metrics()) >= {"layersync_similarity/1-3"} and layersync.metrics() == {}
@@ -174,13 +177,13 @@ def test_stop_step_detaches_and_resuming_past_it_does_not_reattach():
     ]
 
     resumed = LayerSync(model, pairs=[(1, 3), (2, 4)], stop_step=2)
-    assert hook_counts(model) > 0
+    assert hook_count(model) > 0
     resumed.load_state_dict(state)
-    assert resumed.stopped and hook_counts(model) == 0
+    assert resumed.stopped and hook_count(model) == 0
     prediction(model, inputs)
     assert resumed.loss().item() == 0
     resumed.load_state_dict({**state, "step": 1})  # an earlier checkpoint: aligning again
-    assert not resumed.stopped and hook_counts(model) > 0
+    assert not resumed.stopped and hook_count(model) > 0
     prediction(model, inputs)
     assert resumed.loss().item() != 0
 

@@ -4,16 +4,16 @@ import importlib.util
 import json
 import math
 
-import diffusers
 import pytest
 import torch
+from helpers import save_tiny
 from safetensors.torch import load_file
 from tiny_models import TINY, build, prediction
 
 from layersync_hooks import Activation, LayerSync, token_similarity
 from layersync_hooks.commands.cli import main
 from layersync_hooks.errors import UnknownModelError
-from layersync_hooks.heuristic import candidate_pairs
+from layersync_hooks.pairs import candidate_pairs
 from layersync_hooks.probe import (
     INPUT_BUILDERS,
     ProbeSize,
@@ -107,16 +107,6 @@ def test_probe_cosine_equals_layersync_on_target_tokens():
     layersync.loss()
     assert result.cosine[0, 1, 3].item() == pytest.approx(layersync.metrics()["layersync_similarity"], abs=1e-6)
     assert all(p.requires_grad for p in model.parameters()) and model.training  # restored after probing
-
-
-def save_tiny(folder, family, weights=True):
-    class_name, config, _ = TINY[family]
-    model = getattr(diffusers, class_name)(**config)
-    if weights:
-        model.save_pretrained(folder)
-    else:
-        model.save_config(folder)
-    return folder
 
 
 def test_probe_command_writes_the_report(tmp_path, capsys):

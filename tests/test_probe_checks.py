@@ -9,7 +9,7 @@ import sys
 import diffusers
 import pytest
 import torch
-from test_probe import save_tiny
+from helpers import save_tiny
 from tiny_models import REFUSED
 
 from layersync_hooks.commands.cli import main

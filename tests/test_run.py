@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: F401 (an autouse fixture)
+from launch import CPU_ENV, two_processes
 from safetensors.torch import load_file
 
 from layersync_hooks.commands.cli import main
 from layersync_hooks.errors import UsageError
 from layersync_hooks.integrations import AutoAttach
 from layersync_hooks.integrations.accelerate import METRICS_FILE
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
 SCRIPT = Path(__file__).parent / "scripts" / "accelerate_train.py"
 PAIR = ["--layersync_student_block", "1", "--layersync_teacher_block", "3"]

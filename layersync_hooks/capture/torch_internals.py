@@ -1,7 +1,6 @@
 """Every private torch call the capture makes, in one file, each checked against the running torch.
 
-Public torch has no way to ask three things the capture needs; each is answered by a private call that has
-existed since the oldest torch this package supports (2.4) through the newest it was tested on (2.14):
+Four things the capture needs have no public torch API:
 
 - whether the current code runs inside a backward pass (`torch._C._current_graph_task_id`): checkpointing
   re-runs block forwards there, and those calls must not be captured;
@@ -11,6 +10,8 @@ existed since the oldest torch this package supports (2.4) through the newest it
   otherwise do once per hooked block until `fullgraph=True` fails at the recompile limit;
 - and, for an error message only, whether Dynamo broke a graph on the hooks' stores under checkpointing (its
   graph-break counters).
+
+A private call does each, present from torch 2.4 (the oldest this package supports) to 2.14 (the newest tested).
 
 And one private structure, the module hook dicts (`_forward_hooks` and friends): a hook copied with its model
 (`copy.deepcopy`, pickling) removes itself from the copy's dicts, since no public handle exists for the copy.

@@ -1,70 +1,24 @@
 """`layersync-hooks layouts`: the classes of the layout table, their stacks, depths and a recommended pair.
 
-Block counts are those of the real models: each class is built with its default config (or a released model's,
-where the default is not one) on the meta device, which allocates nothing, and its blocks are counted. Where the
-default config cannot be built, the counts come from the `__init__` defaults. `--markdown` prints the table that
-docs/supported-models.md carries between its `layouts` markers; a test keeps the two equal.
+Block counts are those of the released models (`layouts.RELEASED`): each class is built at a released size (or its
+default config) on the meta device, which allocates nothing, and its blocks are counted; classes not built here
+give their counts in the table. `--markdown` prints the table that docs/supported-models.md carries between its
+`layouts` markers; a test checks that the page is the command's output.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import inspect
-import logging
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ..capture import list_blocks
-from ..heuristic import recommend_pair
-from ..layouts import LAYOUTS
-
-logger = logging.getLogger(__name__)
-
-# Released models whose config is not the class default: (label, init kwargs). Only the block layout matters.
-REFERENCE_CONFIGS = {
-    "UNet2DConditionModel": (
-        "SDXL, Kolors",
-        dict(
-            block_out_channels=(320, 640, 1280),
-            attention_head_dim=(5, 10, 20),
-            transformer_layers_per_block=(1, 2, 10),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        ),
-    ),
-    "LatteTransformer3DModel": (
-        "Latte-1",
-        dict(
-            num_layers=28,
-            sample_size=64,
-            patch_size=2,
-            in_channels=4,
-            num_attention_heads=16,
-            attention_head_dim=72,
-            caption_channels=4096,
-        ),
-    ),
-}
-# Classes whose default config cannot be built (required sizes default to None): the `__init__` argument that
-# holds each stack's block count.
-INIT_COUNTS = {
-    "EasyAnimateTransformer3DModel": ("num_layers",),
-    "HiDreamImageTransformer2DModel": ("num_layers", "num_single_layers"),
-    "HunyuanDiT2DModel": ("num_layers",),
-    "LatteTransformer3DModel": ("num_layers",),
-    "LuminaNextDiT2DModel": ("num_layers",),
-    "OmniGenTransformer2DModel": ("num_layers",),
-    "Transformer2DModel": ("num_layers",),
-}
-
-
-# Classes outside diffusers (their package may not be installed): the released model's block count per stack.
-OUTSIDE_DIFFUSERS = {
-    "diffsynth.models.wan_video_dit.WanModel": ("DiffSynth-Studio, Wan 2.1 14B", {"blocks": 40}),
-}
+from ..config import LayerSyncConfig
+from ..layouts import LAYOUTS, RELEASED, BlockLayout, Released
+from ..pairs import recommend_pair
 
 
 @dataclass
@@ -75,6 +29,7 @@ class LayoutRow:
     label: str  # the model the counts describe
     stacks: list  # (Stack, block count or None)
     unsupported: Optional[str] = None
+    preset: Optional[str] = None  # the preset written for this size
 
     @property
     def depth(self) -> Optional[int]:
@@ -92,50 +47,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--markdown", action="store_true", help="print the Markdown table docs/supported-models.md carries"
     )
+    parser.add_argument(
+        "--presets", action="store_true", help="print the presets' Markdown table docs/configuration.md carries"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     rows = layout_rows()
-    print(markdown(rows) if args.markdown else text(rows))
+    print(presets_markdown(rows) if args.presets else markdown(rows) if args.markdown else text(rows))
     return 0
 
 
 @functools.lru_cache(maxsize=1)
 def layout_rows() -> tuple[LayoutRow, ...]:
-    """Every class of the layout table (and its reference configs), with real block counts. Cached: it builds
-    every class once (on the meta device), which takes seconds."""
+    """Every class of the layout table, one row per released size (or its default config), with real block
+    counts. Cached: it builds every class once (on the meta device), which takes seconds."""
     rows = []
     for name, layout in LAYOUTS.items():
         if layout.unsupported is not None:
             rows.append(LayoutRow(name, "", [], layout.unsupported))
             continue
-        if name in OUTSIDE_DIFFUSERS:
-            label, counts = OUTSIDE_DIFFUSERS[name]
-            rows.append(LayoutRow(name, label, [(stack, counts.get(stack.path)) for stack in layout.stacks]))
-            continue
-        rows.append(LayoutRow(name, "default config", _count(name, layout, {})))
-        if name in REFERENCE_CONFIGS:
-            label, config = REFERENCE_CONFIGS[name]
-            rows.append(LayoutRow(name, label, _count(name, layout, config)))
+        for released in RELEASED.get(name, (Released("default config"),)):
+            counts = block_counts(name, layout, released)
+            rows.append(LayoutRow(name, released.label, counts, preset=released.preset))
     return tuple(rows)
 
 
-def _count(name: str, layout, config: dict) -> list:
-    """(Stack, count) for the class built from `config` on the meta device, or from its `__init__` defaults."""
+def block_counts(name: str, layout: BlockLayout, released: Released) -> list:
+    """(Stack, block count) of `released`: from the table, or by building the class on the meta device; a count is
+    None where this diffusers lacks the class."""
+    if released.blocks is not None:
+        return [(stack, released.blocks.get(stack.path)) for stack in layout.stacks]
     import diffusers
 
     cls = getattr(diffusers, name, None)
     if cls is None:  # an older diffusers than the table's
         return [(stack, None) for stack in layout.stacks]
-    try:
-        with torch.device("meta"):
-            blocks = list_blocks(cls(**config), layout)
-        return [(stack, sum(block.stack is stack for block in blocks)) for stack in layout.stacks]
-    except Exception as error:  # a config that needs explicit sizes: fall back to the __init__ defaults
-        logger.debug("Could not build %s on the meta device (%s); reading __init__ defaults.", name, error)
-    defaults = inspect.signature(cls.__init__).parameters
-    counts = [defaults[key].default for key in INIT_COUNTS.get(name, ())]
-    return [(stack, counts[i] if i < len(counts) else None) for i, stack in enumerate(layout.stacks)]
+    with torch.device("meta"):
+        blocks = list_blocks(cls(**(released.config or {})), layout)
+    return [(stack, sum(block.stack is stack for block in blocks)) for stack in layout.stacks]
 
 
 def describe_tokens(stack) -> str:
@@ -170,6 +120,17 @@ def markdown(rows: tuple[LayoutRow, ...]) -> str:
     return "\n".join(lines)
 
 
+def presets_markdown(rows: tuple[LayoutRow, ...]) -> str:
+    """The presets' table: the released model each is for, its blocks, and the preset's pair and weight."""
+    lines = ["| model | preset | blocks | student <- teacher | weight |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r.preset is not None:
+            config = LayerSyncConfig.from_preset(r.preset)
+            pair = " <- ".join(map(str, config.pairs[0]))
+            lines.append(f"| {r.label} | `{r.preset}` | {r.depth} | {pair} | {config.weight:g} |")
+    return "\n".join(lines)
+
+
 def text(rows: tuple[LayoutRow, ...]) -> str:
     """One line per class for a terminal."""
     lines = []
@@ -179,6 +140,6 @@ def text(rows: tuple[LayoutRow, ...]) -> str:
             continue
         depths = f"depths 1..{r.depth}" if r.depth else "depths ?"
         stacks = ", ".join(f"{stack.path} ({'?' if n is None else n})" for stack, n in r.stacks)
-        lines.append(f"{r.name:42} {r.label:15} {depths:14} pair {r.pair():9} {stacks}")
+        lines.append(f"{r.name:42} {r.label:34} {depths:14} pair {r.pair():9} {stacks}")
         lines += [f"{'':42}   {stack.path}: {describe_tokens(stack)}" for stack, _ in r.stacks if stack.rule]
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from ..probe import (
     read_model_config,
     save_report,
 )
-from .arguments import existing, noise_level, positive_int, require_modules, seed, writable_folder
+from .checks import existing, noise_level, positive_int, require_modules, seed, writable_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,15 +23,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..config import OPTIONS, LayerSyncConfig
+from ..config import KEYS, LayerSyncConfig
 from ..errors import LayerSyncError, UsageError
+from ..flags import add_arguments as add_layersync_flags
 from ..integrations import AutoAttach
 from ..integrations.accelerate import check_metrics_file
-from .arguments import positive_int
+from .checks import positive_int
 
 # Flags of the training scripts that name their output folder (diffusers examples, DiffSynth-Studio).
 OUTPUT_FLAGS = ("--output_dir", "--output_path")
-BLOCK_KEYS = ("layersync_student_block", "layersync_teacher_block", "layersync_pairs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-file", help="Where the report lines go (default: layersync_metrics.jsonl in the "
                                                "script's --output_dir or --output_path, else accelerate's "
                                                "project_dir, else the current folder).")  # fmt: skip
-    LayerSyncConfig.add_arguments(parser)
+    add_layersync_flags(parser)
     parser.add_argument("script", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS...]: the training script and its own "
                                                                  "arguments, after a `--`.")  # fmt: skip
 
@@ -74,21 +74,18 @@ def _script_argv(words: Sequence[str]) -> list[str]:
     return words
 
 
-def runner_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The config keys of `--config` (file or preset), overridden by the `--layersync_*` flags; on when given."""
-    flags = {option.metadata["key"]: getattr(args, option.metadata["key"]) for option in OPTIONS
-             if getattr(args, option.metadata["key"]) is not None}  # fmt: skip
+def runner_config(args: argparse.Namespace) -> LayerSyncConfig:
+    """The config of `--config` (file or preset), with the `--layersync_*` flags over it; on when given."""
+    flags = {k.key: getattr(args, k.key) for k in KEYS if getattr(args, k.key) is not None}
     if args.config is None and not flags:
         raise UsageError(
             "Nothing for LayerSync to add: give `--config FILE_OR_PRESET` or `--layersync_*` flags (at least "
             "`--layersync_student_block`)."
         )
-    values = LayerSyncConfig.load(args.config).to_dict() if args.config is not None else {}
-    if any(key in flags for key in BLOCK_KEYS):  # blocks given as flags replace the file's, whatever spelling
-        values = {key: value for key, value in values.items() if key not in BLOCK_KEYS}
-    values.update(flags)
-    values.setdefault("layersync_enabled", True)  # the runner is asked for LayerSync: on by being given
-    return values
+    if args.config is None:
+        return LayerSyncConfig.from_dict({"layersync_enabled": True, **flags})  # the runner is asked: on
+    config = LayerSyncConfig.load(args.config)
+    return config.updated(flags) if flags else config
 
 
 def _output_dir(script_args: Sequence[str]) -> Optional[str]:

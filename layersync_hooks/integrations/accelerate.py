@@ -167,7 +167,7 @@ class AutoAttach:
             )
         top, path, denoiser = found[0]
         trainer = unwrap(top) if path else None  # an outer training module runs the training forward
-        self.layersync = LayerSync.from_config(denoiser, self.config, training_module=trainer)
+        self.layersync = LayerSync(denoiser, self.config, training_module=trainer)
         self.accelerator = accelerator
         self._handles = self.layersync.register_with(accelerator)
         self._report = _Report(self.layersync, self._report_path(accelerator), self.report_every,
@@ -210,10 +210,7 @@ class AutoAttach:
     def _add_term(self, loss: torch.Tensor) -> torch.Tensor:
         layersync = self.layersync
         if layersync.has_activations:
-            weight = layersync.weight
-            term = layersync.loss()  # before accelerate divides and scales: like the task loss
-            self._report.add(term, weight)
-            return loss + term
+            return loss + layersync.loss()  # before accelerate divides and scales: like the task loss
         if layersync.state == "attached":
             self.skipped_backwards += 1
             if self.skipped_backwards == 1:
@@ -271,21 +268,15 @@ def check_metrics_file(path: Path) -> None:
 
 class _Report:
     """LayerSync's own report: the mean term and similarity every N optimizer steps, printed and in a JSON-lines
-    file, on the main process. Sums stay on the device between reports (one host sync per report)."""
+    file, on the main process. It reads its own window of LayerSync's running sums (one host sync per report); the
+    other processes open none."""
 
     def __init__(self, layersync: LayerSync, path: Path, every: int, main: bool):
-        self.layersync, self.path, self.every, self.main = layersync, path, every, main
+        self.layersync, self.path, self.every = layersync, path, every
+        self.window = layersync.meter.window() if main else None
         self.steps = 0
-        self.sums: Optional[torch.Tensor] = None  # (term, similarity, count)
         if main:
             check_metrics_file(path)  # at attach, not at the first report after N steps
-
-    def add(self, term: torch.Tensor, weight: float) -> None:
-        """Add one micro-batch's term (`weight` > 0: the weight of its step); the other ranks keep nothing."""
-        if not self.main:
-            return
-        values = torch.stack([term.detach(), -term.detach() / weight, torch.ones_like(term)])
-        self.sums = values if self.sums is None else self.sums + values
 
     def step(self) -> None:
         self.steps += 1
@@ -293,13 +284,13 @@ class _Report:
             self.flush()
 
     def flush(self) -> None:
-        if self.sums is None:
+        taken = self.window.take(3, None, sync=False) if self.window is not None else None
+        if taken is None:
             return
-        term, similarity, count = self.sums.tolist()
-        self.sums = None
-        row = {"layersync_step": self.layersync.step, "layersync_loss": term / count,
-               "layersync_similarity": similarity / count, "time": round(time.time(), 3)}  # fmt: skip
-        print(f"layersync step {self.layersync.step}: layersync_loss {row['layersync_loss']:.5f}, "
-              f"layersync_similarity {row['layersync_similarity']:.4f}", flush=True)  # fmt: skip
+        (term, similarity, *_), _ = taken
+        row = {"layersync_step": self.layersync.step, "layersync_loss": term, "layersync_similarity": similarity,
+               "time": round(time.time(), 3)}  # fmt: skip
+        print(f"layersync step {self.layersync.step}: layersync_loss {term:.5f}, layersync_similarity "
+              f"{similarity:.4f}", flush=True)  # fmt: skip
         with open(self.path, "a", encoding="utf-8") as f:  # appended: a resumed run never replaces earlier lines
             f.write(json.dumps(row) + "\n")

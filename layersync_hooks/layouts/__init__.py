@@ -10,8 +10,8 @@ Imports point one way: `types` <- `rules`, `counts` <- `table` (the diffusers cl
 from .counts import FirstMarked, ImageShapes, Latents, Valid
 from .registry import layout_for, lookup_layout, register_layout, unregister_layout
 from .rules import ChannelsFirst, Indexed, Last, Marked, SequenceFirst, Span, ZImageTarget, span
-from .table import LAYOUTS
-from .types import BlockLayout, CallInputs, Stack, TokenRule
+from .table import LAYOUTS, RELEASED
+from .types import BlockLayout, CallInputs, Released, Stack, TokenRule
 
 __all__ = [
     "BlockLayout",
@@ -24,6 +24,8 @@ __all__ = [
     "Last",
     "Latents",
     "Marked",
+    "RELEASED",
+    "Released",
     "SequenceFirst",
     "Span",
     "Stack",

@@ -1,4 +1,5 @@
-"""The layout table: where every diffusers (0.42) denoiser keeps its blocks and which tokens are the noisy target.
+"""The model facts, as plain data: where every diffusers (0.42) denoiser keeps its blocks and which tokens are the
+noisy target (`LAYOUTS`), and the released sizes of the classes (`RELEASED`: the `layouts` listing, the presets).
 
 Plain data keyed by class name, looked up along the MRO (`registry.lookup_layout`). Depths number the stacks that
 carry the target tokens, in forward order: text-only stacks (HunyuanVideo's token refiner, Z-Image's
@@ -16,7 +17,7 @@ from torch import nn
 
 from .counts import FirstMarked, ImageShapes, Latents, Valid
 from .rules import ChannelsFirst, Indexed, Last, Marked, SequenceFirst, Span, ZImageTarget
-from .types import BlockLayout, Stack
+from .types import BlockLayout, Released, Stack
 
 IMAGE = Latents("hidden_states")  # packed (B, N, C) latents: N image tokens
 
@@ -213,4 +214,84 @@ LAYOUTS: dict[str, BlockLayout] = {
             "probe (FlexAttention has no CPU backward), so LayerSync does not guess."
         )
     ),
+}
+
+# The released models of the table's classes, at their real sizes. A preset is checked against its size's block
+# count (the paper heuristic's pair); the `layouts` command lists one row per size (the class default otherwise).
+RELEASED: dict[str, tuple[Released, ...]] = {
+    "FluxTransformer2DModel": (Released("Flux.1 [dev], [schnell], Kontext", preset="flux"),),
+    "Flux2Transformer2DModel": (Released("Flux.2 [dev]", preset="flux2"),),
+    "ChromaTransformer2DModel": (Released("Chroma", preset="chroma"),),
+    "SD3Transformer2DModel": (
+        Released("SD 3 / 3.5 Medium", {"num_layers": 24}, preset="sd3"),
+        Released("SD 3.5 Large", {"num_layers": 38}, preset="sd35_large"),
+    ),
+    "PixArtTransformer2DModel": (Released("PixArt-Sigma / Alpha", preset="pixart_sigma"),),
+    "SanaTransformer2DModel": (Released("Sana 1600M", preset="sana"),),
+    "QwenImageTransformer2DModel": (Released("Qwen-Image / Edit", preset="qwen_image"),),
+    "HiDreamImageTransformer2DModel": (
+        Released("HiDream-I1", {"patch_size": 2, "caption_channels": [4096, 4096]}, preset="hidream"),
+    ),
+    "Lumina2Transformer2DModel": (Released("Lumina-Image 2.0", preset="lumina2"),),
+    "AuraFlowTransformer2DModel": (Released("AuraFlow", preset="auraflow"),),
+    "WanTransformer3DModel": (Released("Wan 2.1 / 2.2 14B", preset="wan"),),
+    "HunyuanVideoTransformer3DModel": (Released("HunyuanVideo", preset="hunyuan_video"),),
+    "LTXVideoTransformer3DModel": (Released("LTX-Video", preset="ltx_video"),),
+    "CosmosTransformer3DModel": (Released("Cosmos Predict2 2B / 1.0 7B", preset="cosmos"),),
+    "CogVideoXTransformer3DModel": (
+        Released("CogVideoX 5B", {"num_layers": 42, "num_attention_heads": 48}, preset="cogvideox"),
+    ),
+    "UNet2DConditionModel": (
+        Released("SD 1.x / 2.x (default config)"),
+        Released(
+            "SDXL, Kolors",
+            dict(
+                block_out_channels=(320, 640, 1280),
+                attention_head_dim=(5, 10, 20),
+                transformer_layers_per_block=(1, 2, 10),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            ),
+        ),
+    ),
+    "LatteTransformer3DModel": (
+        Released(
+            "Latte-1",
+            dict(
+                num_layers=28,
+                sample_size=64,
+                patch_size=2,
+                in_channels=4,
+                num_attention_heads=16,
+                attention_head_dim=72,
+                caption_channels=4096,
+            ),
+        ),  # fmt: skip
+    ),
+    # Classes whose default config cannot be built (sizes default to None): the released size's own arguments.
+    "EasyAnimateTransformer3DModel": (
+        Released("EasyAnimate V5.1", dict(in_channels=16, out_channels=16, patch_size=2, text_embed_dim_t5=4096)),
+    ),
+    "HunyuanDiT2DModel": (Released("HunyuanDiT v1.2", dict(in_channels=4, patch_size=2, num_layers=40)),),
+    "LuminaNextDiT2DModel": (Released("Lumina-Next-SFT", dict(num_kv_heads=8)),),
+    "Transformer2DModel": (
+        Released(
+            "PixArt-Alpha (as Transformer2DModel)",
+            dict(
+                in_channels=4,
+                out_channels=8,
+                patch_size=2,
+                sample_size=128,
+                num_layers=28,
+                num_attention_heads=16,
+                attention_head_dim=72,
+                cross_attention_dim=1152,
+                num_embeds_ada_norm=1000,
+                norm_type="ada_norm_single",
+                caption_channels=4096,
+            ),
+        ),  # fmt: skip
+    ),
+    "OmniGenTransformer2DModel": (Released("OmniGen v1", blocks={"layers": 32}),),  # its RoPE config is checkpoint data
+    "diffsynth.models.wan_video_dit.WanModel": (Released("DiffSynth-Studio, Wan 2.1 14B", blocks={"blocks": 40}),),
 }

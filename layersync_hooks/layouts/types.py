@@ -162,3 +162,24 @@ class BlockLayout:
         if len(set(paths)) != len(paths):
             raise LayerSyncConfigError(f"`BlockLayout.stacks` lists a stack twice: {paths}.")
         object.__setattr__(self, "stacks", stacks)
+
+
+@dataclass(frozen=True)
+class Released:
+    r"""
+    A released model of a class in the layout table, at its real size: what `layersync-hooks layouts` lists, and
+    what a preset is written for.
+
+    Args:
+        label (`str`): The models it describes, e.g. `"Flux.1 [dev], [schnell], Kontext"`.
+        config (`dict`, *optional*): The class's init arguments at that size; empty when the class default is it.
+        blocks (`dict`, *optional*): Blocks per stack, for a class not built here (its package may be missing, or
+            its config needs a checkpoint's data). Otherwise the class is built from `config` on the meta device and
+            its blocks are counted.
+        preset (`str`, *optional*): The name of the preset for this size (`LayerSync(model, "flux")`).
+    """
+
+    label: str
+    config: Optional[dict] = None
+    blocks: Optional[dict] = None
+    preset: Optional[str] = None

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-from ..capture import Block, BlockCapture, list_blocks, unwrap
+from ..capture import Block, BlockCapture, any_forward, list_blocks, unwrap
 from ..errors import LayerSyncError
 from ..layouts import BlockLayout, layout_for
 from .similarity import Recommendation, cosine_matrix, linear_cka_matrix, recommend
@@ -39,26 +39,17 @@ class ProbeResult:
 
 
 @contextlib.contextmanager
-def _capturing(model: nn.Module):
-    """Forwards that `BlockCapture` records, without training side effects.
-
-    The capture records training forwards only (it checks the root's `training` flag and grad mode), so the
-    root is flagged as training while every submodule stays in eval mode (no dropout, no label dropping) and
-    the weights are frozen (no autograd graph: only the captured block outputs stay in memory).
-    """
+def _evaluating(model: nn.Module):
+    """Forwards without training side effects: every module in eval mode (no dropout, no label dropping) and no
+    autograd graph (only the captured block outputs stay in memory); the modes are restored after."""
     modes = {module: module.training for module in model.modules()}
-    frozen = {parameter: parameter.requires_grad for parameter in model.parameters()}
     model.eval()
-    model.training = True
-    model.requires_grad_(False)
     try:
-        with torch.enable_grad():
+        with torch.no_grad():
             yield
     finally:
         for module, mode in modes.items():
             module.training = mode
-        for parameter, requires_grad in frozen.items():
-            parameter.requires_grad_(requires_grad)
 
 
 def probe(
@@ -90,10 +81,10 @@ def probe(
     blocks = list_blocks(root, layout_for(root, layout))
     per_level: dict[str, tuple[float, list[torch.Tensor], list[torch.Tensor]]] = {}  # str: NaN is one level
     batches = list(batches)
-    with BlockCapture(model, blocks, layout=layout) as capture, _capturing(root):
+    with BlockCapture(model, blocks, layout=layout, gate=any_forward) as capture, _evaluating(root):
         for level, kwargs in _progress(batches, progress):
             model(**kwargs)
-            activations = capture.pop(caller="probe()")
+            (activations,) = capture.pop()
             ordered = [activations[block.path] for block in blocks]
             _, cosines, ckas = per_level.setdefault(str(level), (level, [], []))
             cosines.append(cosine_matrix(ordered))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..capture import describe
-from ..heuristic import last_teacher_depth
+from ..pairs import last_teacher_depth
 from .measure import ProbeResult
 
 # What `save_report` writes into its folder.

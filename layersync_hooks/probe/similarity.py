@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from ..capture import Activation
 from ..errors import LayerSyncError
-from ..heuristic import candidate_pairs, last_teacher_depth, recommend_pair
 from ..loss import EPS
+from ..pairs import candidate_pairs, last_teacher_depth, recommend_pair
 
 # Above this cosine a pair is already aligned: LayerSync has little left to pull (adaLN-zero at init gives 1).
 ALIGNED = 0.95

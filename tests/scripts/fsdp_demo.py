@@ -19,7 +19,7 @@ from torch.distributed.tensor import DTensor
 
 from layersync_hooks import LayerSync
 from layersync_hooks.commands.demo.data import ShapesData
-from layersync_hooks.commands.demo.train import DEFAULT_CONFIG, build_model, flow_matching_loss
+from layersync_hooks.commands.demo.train import DEFAULT_PRESET, build_model, flow_matching_loss
 
 
 def shard(model, mode):
@@ -43,7 +43,7 @@ def train(mode, out_dir, steps, global_batch):
     rank, world = dist.get_rank(), dist.get_world_size()
     data = ShapesData(seed=0)
     model = build_model(seed=0)
-    layersync = LayerSync.from_config(model, DEFAULT_CONFIG)  # on the plain model, before wrapping
+    layersync = LayerSync(model, DEFAULT_PRESET)  # on the plain model, before wrapping
     model, sharded = shard(model, mode)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     rows = []

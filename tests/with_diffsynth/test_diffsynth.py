@@ -19,12 +19,13 @@ from safetensors.torch import load_file
 
 from layersync_hooks import LayerSync
 from layersync_hooks.commands.cli import main
-from layersync_hooks.commands.layouts import OUTSIDE_DIFFUSERS
 from layersync_hooks.integrations.accelerate import METRICS_FILE
-from layersync_hooks.layouts import lookup_layout
+from layersync_hooks.layouts import RELEASED, lookup_layout
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # the tests' own helpers
-from launch import CPU_ENV, fresh_accelerate_state, two_processes  # noqa: E402, F401 (an autouse fixture)
+from launch import CPU_ENV, two_processes  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
 SCRIPT = Path(__file__).parent / "train_tiny_wan.py"
 PAIR = ["--layersync_student_block", "1", "--layersync_teacher_block", "3"]
@@ -87,11 +88,13 @@ def test_wan_dit_layout_is_proven_by_the_gradient_probe():
 
 
 def test_released_wan_14b_has_the_block_count_the_docs_give():
-    """Wan 2.1 14B's DiT config, built on the meta device, has the 40 blocks docs/supported-models.md states."""
+    """Wan 2.1 14B's DiT config, built on the meta device, has the block count the table of released models gives
+    (and docs/supported-models.md states)."""
     with torch.device("meta"):
         dit = WanModel(dim=5120, in_dim=16, ffn_dim=13824, out_dim=16, text_dim=4096, freq_dim=256, eps=1e-6,
                        patch_size=(1, 2, 2), num_heads=40, num_layers=40, has_image_input=False)  # fmt: skip
-    assert len(dit.blocks) == OUTSIDE_DIFFUSERS["diffsynth.models.wan_video_dit.WanModel"][1]["blocks"]
+    (released,) = RELEASED["diffsynth.models.wan_video_dit.WanModel"]
+    assert len(dit.blocks) == released.blocks["blocks"] == 40
 
 
 def run_script(out, *args):

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from ...errors import UsageError
-from ..arguments import (
+from ..checks import (
     agree,
     clip_norm,
     existing,

@@ -26,14 +26,8 @@ from .sample import predict_velocity, sample, save_run_samples
 
 logger = logging.getLogger(__name__)
 
-# The embedded default (also the `demo` preset, layersync_hooks/presets/demo.json): the paper heuristic for 12
-# blocks, `recommend_pair(12)`.
-DEFAULT_CONFIG = {
-    "layersync_enabled": True,
-    "layersync_student_block": 3,
-    "layersync_teacher_block": 6,
-    "layersync_lambda": 0.2,
-}
+# The LayerSync config without --config: the `demo` preset, the paper heuristic for the model's 12 blocks.
+DEFAULT_PRESET = "demo"
 
 # What a run writes into its folder: a folder holding any of these holds an earlier run's results.
 RUN_FILES = (
@@ -109,9 +103,9 @@ def validation_loss(model, data: ShapesData, layersync: LayerSync, device, chunk
 
 
 def load_layersync_config(path: Optional[str]) -> LayerSyncConfig:
-    """The LayerSync config of the run: `--config` or the embedded default. It must turn LayerSync on."""
+    """The LayerSync config of the run: `--config` or the `demo` preset. It must turn LayerSync on."""
     if path is None:
-        return LayerSyncConfig.load(DEFAULT_CONFIG)
+        return LayerSyncConfig.from_preset(DEFAULT_PRESET)
     try:
         config = LayerSyncConfig.load(path)
     except (OSError, UnicodeDecodeError) as error:

@@ -15,23 +15,16 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from ..config import read_integer, read_number
 from ..errors import UsageError
+from ..flags import flag_type
 
 MAX_SEED = 2**32 - 1  # numpy's range, which every seeded library accepts
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+# Text read as the config reads it (`--layersync_*` flags and `--steps` mean numbers the same way).
+_integer = flag_type(read_integer, "it")
+_number = flag_type(read_number, "it")
 
 
 def positive_int(text: str) -> int:

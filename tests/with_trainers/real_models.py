@@ -18,30 +18,25 @@ import importlib
 import os
 import sys
 import types
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from trainer_models import CAPTIONS, captions, finish, padded, randn  # tests/: the builders' shared helpers
 
 MUSUBI = "MUSUBI_TUNER_SRC"
 SD_SCRIPTS = "SD_SCRIPTS_SRC"
-CAPTIONS = (5, 3)  # two samples, captions of uneven length
 
 
-@dataclass
-class Setup:
-    """A tiny model, its stacks in forward order, and its trainer's training forward.
+def rearrange(tensor, pattern, **sizes):
+    """einops' rearrange, imported when used: the trainers need einops, the stand-ins (and CI) do not."""
+    from einops import rearrange as einops_rearrange
 
-    forward: runs the training forward and returns the part of the prediction the loss compares with the target.
-    checkpointing: switches on the trainer's gradient checkpointing the trainer's way (and `train()`, as both do).
-    """
+    return einops_rearrange(tensor, pattern, **sizes)
 
-    model: torch.nn.Module
-    stacks: tuple
-    forward: Callable[[], object]
-    checkpointing: Callable[[], None]
+
+def _switch(model, *args):
+    """The trainer's call: `transformer.enable_gradient_checkpointing(args.gradient_checkpointing_cpu_offload)`."""
+    return lambda: model.enable_gradient_checkpointing(*args)
 
 
 def available(trainer):
@@ -85,45 +80,6 @@ def _stub_torchvision():
     sys.modules.update({"torchvision": stub, "torchvision.transforms": transforms})
 
 
-def _finish(model, stacks, forward, checkpointing):
-    """Random weights everywhere (zero-initialised gates and heads, and `torch.empty` pads, re-drawn: a zero
-    parameter would hide a row's gradient), fp32, and eval() as the trainers keep the DiT without checkpointing."""
-    model.float()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if not torch.isfinite(parameter).all() or not parameter.any() or parameter.abs().max() > 1e3:
-                parameter.normal_(std=0.02)
-    model.eval()
-
-    def switch_on():
-        checkpointing()
-        model.train()
-
-    return Setup(model, stacks, forward, switch_on)
-
-
-def _switch(model, *args):
-    """The trainer's call: `transformer.enable_gradient_checkpointing(args.gradient_checkpointing_cpu_offload)`."""
-    return lambda: model.enable_gradient_checkpointing(*args)
-
-
-def _captions(dim, lengths=CAPTIONS, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, dim, generator=generator) for n in lengths]
-
-
-def _padded(captions, length=None):
-    """(B, L, D) captions zero-padded to `length` (default: the longest) and their (B, L) bool mask."""
-    length = length or max(c.shape[0] for c in captions)
-    stacked = torch.stack([F.pad(c, (0, 0, 0, length - c.shape[0])) for c in captions])
-    mask = torch.stack([torch.arange(length) < c.shape[0] for c in captions])
-    return stacked, mask
-
-
-def _latents(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
 # ---------------------------------------------------------------------------------------------------------- musubi
 
 
@@ -134,8 +90,8 @@ def _wan(version):
         model_type="t2v", model_version=version, patch_size=(1, 2, 2), text_len=10, in_dim=4, dim=32, ffn_dim=64,
         freq_dim=16, text_dim=12, out_dim=4, num_heads=2, num_layers=3, attn_mode="torch",
     )  # fmt: skip
-    latents = _latents(2, 4, 2, 4, 4)  # B, C, F, H, W: one bucket, so one token count
-    context = _captions(12)
+    latents = randn(2, 4, 2, 4, 4)  # B, C, F, H, W: one bucket, so one token count
+    context = captions(12)
 
     def forward():
         # wan_train_network.py:696-710: a (B, C, F, H, W) tensor (iterated per sample inside), a list of
@@ -145,7 +101,7 @@ def _wan(version):
         prediction = model(latents, t=t, context=context, clip_fea=None, seq_len=seq_len, y=None)
         return torch.stack(prediction, dim=0)
 
-    return _finish(model, ("blocks",), forward, _switch(model, False))
+    return finish(model, ("blocks",), forward, _switch(model, False))
 
 
 def wan21():
@@ -166,8 +122,8 @@ def wan21_padded():
     model = setup.model
     for block in model.blocks:
         block.self_attn.attn_mode = block.cross_attn.attn_mode = "sageattn"
-    videos = [_latents(4, 2, 4, 4), _latents(4, 1, 4, 4, seed=1)]  # 8 and 4 tokens
-    context = _captions(12)
+    videos = [randn(4, 2, 4, 4), randn(4, 1, 4, 4, seed=1)]  # 8 and 4 tokens
+    context = captions(12)
 
     def forward():
         prediction = model(videos, t=torch.tensor([500.0, 300.0]), context=context, seq_len=8)
@@ -199,9 +155,9 @@ def hunyuan_video():
         mlp_width_ratio=2.0, mm_double_blocks_depth=2, mm_single_blocks_depth=2, rope_dim_list=[4, 6, 6],
         guidance_embed=True, attn_mode="torch",
     )  # fmt: skip
-    latents = _latents(2, 4, 2, 4, 4)
-    llm, llm_mask = _padded(_captions(12), length=6)  # the LLM states are padded to a fixed length, with a mask
-    clip = _latents(2, 8, seed=2)
+    latents = randn(2, 4, 2, 4, 4)
+    llm, llm_mask = padded(captions(12), length=6)  # the LLM states are padded to a fixed length, with a mask
+    clip = randn(2, 8, seed=2)
     freqs_cos, freqs_sin = models.get_rotary_pos_embed_by_shape(model, latents.shape[2:])
 
     def forward():
@@ -211,7 +167,7 @@ def hunyuan_video():
             freqs_cos=freqs_cos, freqs_sin=freqs_sin, guidance=torch.full((2,), 1000.0), return_dict=False,
         )  # fmt: skip
 
-    return _finish(model, ("double_blocks", "single_blocks"), forward, _switch(model, False))
+    return finish(model, ("double_blocks", "single_blocks"), forward, _switch(model, False))
 
 
 def _cu_seqlens(text_mask, img_len):
@@ -232,23 +188,23 @@ def framepack():
         pooled_projection_dim=8, rope_axes_dim=(4, 6, 6), has_image_proj=True, image_proj_dim=8,
         has_clean_x_embedder=True, attn_mode="torch", split_attn=True,
     )  # fmt: skip
-    latents = _latents(2, 16, 1, 8, 8)  # the noisy section: 1 frame, 16 tokens (16 channels: hard-coded in
+    latents = randn(2, 16, 1, 8, 8)  # the noisy section: 1 frame, 16 tokens (16 channels: hard-coded in
     # HunyuanVideoPatchEmbedForCleanLatents, hunyuan_video_packed.py:1484)
-    llama, llama_mask = _padded(_captions(12), length=6)
+    llama, llama_mask = padded(captions(12), length=6)
 
     def forward():
         # fpack_train_network.py:549-595: keywords; the clean history (1x, 2x, 4x) is prepended to the noisy latents
         return model(
             hidden_states=latents, timestep=torch.tensor([500.0, 300.0]), encoder_hidden_states=llama,
-            encoder_attention_mask=llama_mask, pooled_projections=_latents(2, 8, seed=2),
+            encoder_attention_mask=llama_mask, pooled_projections=randn(2, 8, seed=2),
             guidance=torch.full((2,), 10000.0), latent_indices=torch.tensor([[4], [4]]),
-            clean_latents=_latents(2, 16, 2, 8, 8, seed=3), clean_latent_indices=torch.tensor([[0, 3], [0, 3]]),
-            clean_latents_2x=_latents(2, 16, 2, 8, 8, seed=4), clean_latent_2x_indices=torch.tensor([[1, 2], [1, 2]]),
-            clean_latents_4x=_latents(2, 16, 4, 8, 8, seed=5), clean_latent_4x_indices=torch.tensor([[0, 1, 2, 3]] * 2),
-            image_embeddings=_latents(2, 3, 8, seed=6), return_dict=False,
+            clean_latents=randn(2, 16, 2, 8, 8, seed=3), clean_latent_indices=torch.tensor([[0, 3], [0, 3]]),
+            clean_latents_2x=randn(2, 16, 2, 8, 8, seed=4), clean_latent_2x_indices=torch.tensor([[1, 2], [1, 2]]),
+            clean_latents_4x=randn(2, 16, 4, 8, 8, seed=5), clean_latent_4x_indices=torch.tensor([[0, 1, 2, 3]] * 2),
+            image_embeddings=randn(2, 3, 8, seed=6), return_dict=False,
         )[0]  # fmt: skip
 
-    return _finish(model, ("transformer_blocks", "single_transformer_blocks"), forward, _switch(model))
+    return finish(model, ("transformer_blocks", "single_transformer_blocks"), forward, _switch(model))
 
 
 def _musubi_flux_params(flux_models):
@@ -262,9 +218,9 @@ def flux_kontext():
     flux_models = _import("musubi_tuner.flux.flux_models")
     torch.manual_seed(0)
     model = flux_models.Flux(_musubi_flux_params(flux_models), attn_mode="torch")
-    noisy = _latents(2, 4, 8, 8)  # 16 packed tokens
-    control = _latents(2, 4, 4, 8, seed=3)  # a smaller control image: 8 tokens
-    t5, _ = _padded(_captions(12), length=6)  # T5 states of a fixed length, no mask in musubi's Flux
+    noisy = randn(2, 4, 8, 8)  # 16 packed tokens
+    control = randn(2, 4, 4, 8, seed=3)  # a smaller control image: 8 tokens
+    t5, _ = padded(captions(12), length=6)  # T5 states of a fixed length, no mask in musubi's Flux
 
     def forward():
         # flux_kontext_train_network.py:305-360
@@ -273,12 +229,12 @@ def flux_kontext():
         img_ids = torch.cat((_flux_ids(2, 4, 4), _flux_ids(2, 2, 4, control=True)), dim=1)
         prediction = model(
             img=torch.cat((img, ctrl), dim=1), img_ids=img_ids, txt=t5, txt_ids=torch.zeros(2, 6, 3),
-            y=_latents(2, 8, seed=2), timesteps=torch.tensor([0.5, 0.3]), guidance=torch.ones(2),
+            y=randn(2, 8, seed=2), timesteps=torch.tensor([0.5, 0.3]), guidance=torch.ones(2),
             control_lengths=[ctrl.shape[1]] * 2,
         )  # fmt: skip
         return prediction[:, : img.shape[1]]
 
-    return _finish(model, ("double_blocks", "single_blocks"), forward, _switch(model, False))
+    return finish(model, ("double_blocks", "single_blocks"), forward, _switch(model, False))
 
 
 def _flux_ids(batch, height, width, control=False):
@@ -297,9 +253,9 @@ def flux2():
         axes_dim=[4, 4, 4, 4], mlp_ratio=2.0,
     )  # fmt: skip
     model = flux2_models.Flux2(params, attn_mode="torch")
-    noisy = _latents(2, 8, 4, 4)  # 16 tokens
-    references = [_latents(2, 8, 2, 4, seed=3), _latents(2, 8, 2, 2, seed=4)]  # 8 + 4 reference tokens
-    ctx, _ = _padded(_captions(12), length=6)
+    noisy = randn(2, 8, 4, 4)  # 16 tokens
+    references = [randn(2, 8, 2, 4, seed=3), randn(2, 8, 2, 2, seed=4)]  # 8 + 4 reference tokens
+    ctx, _ = padded(captions(12), length=6)
 
     def forward():
         # flux_2_train_network.py:272-321: references concatenated after the target, positional ids with t offsets
@@ -314,7 +270,7 @@ def flux2():
         )  # fmt: skip
         return prediction[:, : img.shape[1]]
 
-    return _finish(model, ("double_blocks", "single_blocks"), forward, _switch(model, False))
+    return finish(model, ("double_blocks", "single_blocks"), forward, _switch(model, False))
 
 
 def _flux2_ids(latents, t):
@@ -332,9 +288,9 @@ def _qwen(edit):
         patch_size=2, in_channels=16, out_channels=4, num_layers=3, attention_head_dim=16, num_attention_heads=2,
         joint_attention_dim=12, axes_dims_rope=(4, 6, 6), attn_mode="torch", zero_cond_t=edit,
     )  # fmt: skip
-    noisy = _latents(2, 4, 1, 8, 8)  # B, C, 1, H, W: 16 packed tokens
-    control = _latents(2, 4, 1, 4, 8, seed=3)  # 8 tokens
-    vl_embed = _captions(12)
+    noisy = randn(2, 4, 1, 8, 8)  # B, C, 1, H, W: 16 packed tokens
+    control = randn(2, 4, 1, 4, 8, seed=3)  # 8 tokens
+    vl_embed = captions(12)
 
     def forward():
         # qwen_image_train_network.py:468-560 (not --split_attn): captions padded to the longest, a bool mask,
@@ -346,7 +302,7 @@ def _qwen(edit):
             img_shapes = [img_shapes + [(1, 2, 4)]]
         else:
             img_shapes = [img_shapes]
-        txt, mask = _padded(vl_embed)
+        txt, mask = padded(vl_embed)
         prediction = model(
             hidden_states=img, timestep=torch.tensor([0.5, 0.3]), guidance=None, encoder_hidden_states_mask=mask,
             encoder_hidden_states=txt, img_shapes=img_shapes, txt_seq_lens=[c.shape[0] for c in vl_embed],
@@ -354,7 +310,7 @@ def _qwen(edit):
         )  # fmt: skip
         return prediction[:, :16] if edit else prediction
 
-    return _finish(model, ("transformer_blocks",), forward, _switch(model, False))
+    return finish(model, ("transformer_blocks",), forward, _switch(model, False))
 
 
 def _qwen_pack(latents):
@@ -398,21 +354,21 @@ def hunyuan_video_15():
     leftover = [name for name, p in model.named_parameters() if p.is_meta]
     if leftover:
         raise RuntimeError(f"HunyuanVideo 1.5 parts still on the meta device: {leftover}")
-    latents = _latents(2, 4, 1, 4, 4)  # patch 1x1x1: 16 tokens
-    vl, byt5 = _captions(12), _captions(10, lengths=(2, 4), seed=3)
+    latents = randn(2, 4, 1, 4, 4)  # patch 1x1x1: 16 tokens
+    vl, byt5 = captions(12), captions(10, lengths=(2, 4), seed=3)
 
     def forward():
         # hv_1_5_train_network.py:390-451: T2V zero condition channels, per-sample captions padded with masks
         cond = torch.zeros(2, 5, 1, 4, 4)
-        vl_embed, vl_mask = _padded(vl)
-        byt5_embed, byt5_mask = _padded(byt5)
+        vl_embed, vl_mask = padded(vl)
+        byt5_embed, byt5_mask = padded(byt5)
         return model(
             hidden_states=torch.cat([latents, cond], dim=1), timestep=torch.tensor([500.0, 300.0]),
             text_states=vl_embed, encoder_attention_mask=vl_mask, vision_states=None, byt5_text_states=byt5_embed,
             byt5_text_mask=byt5_mask, rotary_pos_emb_cache=None,
         )  # fmt: skip
 
-    return _finish(model, ("double_blocks",), forward, _switch(model, False))
+    return finish(model, ("double_blocks",), forward, _switch(model, False))
 
 
 def kandinsky5():
@@ -422,8 +378,8 @@ def kandinsky5():
         in_visual_dim=4, in_text_dim=12, in_text_dim2=8, time_dim=16, out_visual_dim=4, patch_size=(1, 2, 2),
         model_dim=32, ff_dim=64, num_text_blocks=1, num_visual_blocks=3, axes_dims=(4, 6, 6), attention_engine="sdpa",
     )  # fmt: skip
-    latents = _latents(2, 4, 8, 8)  # images: B, C, H, W -> 16 tokens each
-    texts, pooled = _captions(12), _latents(2, 8, seed=2)
+    latents = randn(2, 4, 8, 8)  # images: B, C, H, W -> 16 tokens each
+    texts, pooled = captions(12), randn(2, 8, seed=2)
 
     def forward():
         # kandinsky5_train_network.py:750-905: one DiT call per sample, unbatched inputs, image branch
@@ -441,7 +397,7 @@ def kandinsky5():
             predictions.append(prediction.permute(0, 3, 1, 2))
         return torch.stack(predictions, dim=0)
 
-    return _finish(model, ("visual_transformer_blocks",), forward, _switch(model, False))
+    return finish(model, ("visual_transformer_blocks",), forward, _switch(model, False))
 
 
 def zimage():
@@ -451,18 +407,18 @@ def zimage():
         all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=3, n_refiner_layers=1, n_heads=2,
         n_kv_heads=2, cap_feat_dim=12, axes_dims=[4, 6, 6], axes_lens=[64, 32, 32], attn_mode="torch",
     )  # fmt: skip
-    latents = _latents(2, 4, 8, 8)  # 16 tokens
-    llm = _captions(12)
+    latents = randn(2, 4, 8, 8)  # 16 tokens
+    llm = captions(12)
 
     def forward():
         # zimage_train_network.py:278-322 (not --split_attn): captions padded so that image + caption is a multiple
         # of SEQ_MULTI_OF (32), a bool mask, keywords
         max_len = 32 * -(-(max(CAPTIONS) + 16) // 32) - 16
-        cap, mask = _padded(llm, length=max_len)
+        cap, mask = padded(llm, length=max_len)
         prediction = model(x=latents.unsqueeze(2), t=torch.tensor([0.5, 0.7]), cap_feats=cap, cap_mask=mask)
         return prediction.squeeze(2)
 
-    return _finish(model, ("noise_refiner", "layers"), forward, _switch(model, False))
+    return finish(model, ("noise_refiner", "layers"), forward, _switch(model, False))
 
 
 # ----------------------------------------------------------------------------------------------------- sd-scripts
@@ -470,8 +426,8 @@ def zimage():
 
 def _sd_flux_forward(model, chroma):
     """flux_train_network.py:326-390: keywords, T5 states of a fixed length with their attention mask."""
-    noisy = _latents(2, 4, 8, 8)
-    t5, mask = _padded(_captions(12), length=6)
+    noisy = randn(2, 4, 8, 8)
+    t5, mask = padded(captions(12), length=6)
     guidance = torch.ones(2)
 
     def forward():
@@ -481,7 +437,7 @@ def _sd_flux_forward(model, chroma):
             mod_vectors.requires_grad_(True)
         return model(
             img=rearrange(noisy, "b c (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2), img_ids=_flux_ids(2, 4, 4),
-            txt=t5, txt_ids=torch.zeros(2, 6, 3), y=_latents(2, 8, seed=2), timesteps=torch.tensor([0.5, 0.3]),
+            txt=t5, txt_ids=torch.zeros(2, 6, 3), y=randn(2, 8, seed=2), timesteps=torch.tensor([0.5, 0.3]),
             guidance=guidance, txt_attention_mask=mask, mod_vectors=mod_vectors,
         )  # fmt: skip
 
@@ -496,7 +452,7 @@ def sd_flux():
         depth_single_blocks=2, axes_dim=[4, 6, 6], theta=10_000, qkv_bias=True, guidance_embed=True,
     )  # fmt: skip
     model = flux_models.Flux(params)
-    return _finish(
+    return finish(
         model, ("double_blocks", "single_blocks"), _sd_flux_forward(model, False), model.enable_gradient_checkpointing
     )
 
@@ -510,7 +466,7 @@ def sd_chroma():
         approximator_depth=1, approximator_hidden_size=32, _use_compiled=False,
     )  # fmt: skip
     model = chroma_models.Chroma(params)
-    return _finish(
+    return finish(
         model, ("double_blocks", "single_blocks"), _sd_flux_forward(model, True), model.enable_gradient_checkpointing
     )
 
@@ -525,14 +481,19 @@ def sd_sd3():
         model_type="sd3m",
     )  # fmt: skip
     model = sd3_models.create_sd3_mmdit(params, attn_mode="torch")
-    noisy = _latents(2, 16, 8, 8)  # 16 tokens
-    context = _latents(2, 6, 12, seed=1)  # CLIP-L/G + T5 concatenated, fixed length, no mask
+    with torch.no_grad():  # allocated with torch.empty and filled only by a checkpoint (sd3_models.py:418, 835)
+        model.pos_embed.normal_(std=0.02)
+        for module in model.modules():
+            if isinstance(module, sd3_models.RMSNorm) and module.weight is not None:
+                module.weight.fill_(1.0)
+    noisy = randn(2, 16, 8, 8)  # 16 tokens
+    context = randn(2, 6, 12, seed=1)  # CLIP-L/G + T5 concatenated, fixed length, no mask
 
     def forward():
         # sd3_train_network.py:356: positional latents and timesteps, keywords context and y
-        return model(noisy, torch.tensor([500.0, 300.0]), context=context, y=_latents(2, 8, seed=2))
+        return model(noisy, torch.tensor([500.0, 300.0]), context=context, y=randn(2, 8, seed=2))
 
-    return _finish(model, ("joint_blocks",), forward, model.enable_gradient_checkpointing)
+    return finish(model, ("joint_blocks",), forward, model.enable_gradient_checkpointing)
 
 
 def sd_lumina():
@@ -542,14 +503,14 @@ def sd_lumina():
         patch_size=2, in_channels=4, dim=32, n_layers=3, n_refiner_layers=1, n_heads=2, n_kv_heads=1, multiple_of=16,
         qk_norm=True, cap_feat_dim=12, axes_dims=[4, 6, 6], axes_lens=[64, 32, 32],
     )  # fmt: skip
-    noisy = _latents(2, 4, 8, 8)  # 16 tokens
-    gemma, mask = _padded(_captions(12), length=6)
+    noisy = randn(2, 4, 8, 8)  # 16 tokens
+    gemma, mask = padded(captions(12), length=6)
 
     def forward():
         # lumina_train_network.py:269-285: keywords, an int32 mask of the fixed-length Gemma 2 states
         return model(x=noisy, t=1 - torch.tensor([0.5, 0.3]), cap_feats=gemma, cap_mask=mask.to(torch.int32))
 
-    return _finish(model, ("noise_refiner", "layers"), forward, model.enable_gradient_checkpointing)
+    return finish(model, ("noise_refiner", "layers"), forward, model.enable_gradient_checkpointing)
 
 
 BUILDERS = {

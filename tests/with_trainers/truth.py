@@ -13,7 +13,9 @@ tests/trainer_models.py). Two measurements per block output element, per sample:
   noisy-target tokens themselves, in every block and every stack. This is the set a layout must name.
   (Keep a cross-attention's key length different from its query length in the tiny inputs.)
 
-Calls made while autograd runs backward (checkpoint recomputes) are counted, not recorded.
+Calls made while autograd runs backward (checkpoint recomputes) are counted, not recorded: a checkpoint around the
+block module (Framepack, Qwen-Image, Kandinsky 5) runs its pre-hooks again; non-reentrant early stop ends the
+recompute before any forward hook.
 
     python tests/with_trainers/truth.py musubi.flux_kontext            # the real class (needs MUSUBI_TUNER_SRC)
     python tests/with_trainers/truth.py --stand-ins                    # every stand-in of tests/trainer_models.py
@@ -57,7 +59,7 @@ class BlockTruth:
 class Truth:
     stacks: dict  # stack path -> block count
     blocks: list
-    recomputed: int  # block calls made during backward
+    recomputed: tuple  # (pre-hook, forward-hook) block calls made during backward (checkpoint recomputes)
 
 
 def blocks_of(model, stacks):
@@ -117,22 +119,24 @@ def no_token_mixing(model):
 
 
 def measure(setup):
-    """Run the training forward with hooks; return (calls per block, raw outputs, gradient per output tensor, count
-    of calls during backward)."""
+    """Run the training forward with hooks; return (blocks, calls per block, raw outputs, gradient per output
+    tensor, (pre-hook, forward-hook) calls during backward)."""
     blocks = blocks_of(setup.model, setup.stacks)
     calls = {path: [] for path, _ in blocks}
     outputs = {path: [] for path, _ in blocks}
-    state = {"recording": True, "recomputed": 0}
+    state = {"recording": True, "pre": 0, "post": 0}
 
     def pre(path, module, args, kwargs):
         if state["recording"]:
             calls[path].append((len(args), tuple(kwargs)))
+        else:
+            state["pre"] += 1
 
     def post(path, module, args, kwargs, output):
         if state["recording"]:
             outputs[path].append(output)
         else:
-            state["recomputed"] += 1
+            state["post"] += 1
 
     handles = []
     for path, block in blocks:
@@ -147,7 +151,7 @@ def measure(setup):
     finally:
         for handle in handles:
             handle.remove()
-    return blocks, calls, outputs, dict(zip(map(id, tensors), grads)), state["recomputed"]
+    return blocks, calls, outputs, dict(zip(map(id, tensors), grads)), (state["pre"], state["post"])
 
 
 def rows_with_gradient(grad, tensor):
@@ -199,7 +203,12 @@ def convention(call):
 def markdown(name, truth, qualname=""):
     """A per-block table: call, output element, form, shape, receiving rows and target rows per sample."""
     counts = ", ".join(f"{stack}: {n}" for stack, n in truth.stacks.items())
-    lines = [f"### {name} {qualname}", "", f"stacks {counts}; block calls during backward: {truth.recomputed}", ""]
+    lines = [
+        f"### {name} {qualname}",
+        "",
+        f"stacks {counts}; hooks run again during backward (pre, forward): {truth.recomputed}",
+        "",
+    ]
     lines += ["| block | call | element | form | shape | receiving rows per sample | target rows per sample |"]
     lines += ["|---|---|---|---|---|---|---|"]
     for block in truth.blocks:

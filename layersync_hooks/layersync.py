@@ -183,7 +183,9 @@ class LayerSync:
 
     # -- the term --------------------------------------------------------------------------------------------
     def loss(self) -> torch.Tensor:
-        """The weighted LayerSync term of the last training forward, a 0-dim float32 tensor.
+        """The weighted LayerSync term of the training forwards since the last call, a 0-dim float32 tensor: call it
+        once per backward. A trainer that runs several forwards before one backward (one per sample, micro-batches)
+        gets one term over all of them, each target token counted once.
 
         No host sync, except once, at the first call of the run, for layouts whose token rules select tokens with
         a mask: a forward whose inputs select no target token at all (e.g. Flux position ids unlike the

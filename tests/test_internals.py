@@ -92,8 +92,9 @@ def test_internal_checkpointing_modes_give_one_capture_and_identical_gradients(f
 
 
 def test_internal_stray_forwards_do_not_replace_the_capture(stores):
-    """Eval, no-grad, paused and EMA-copy forwards between the training forward and loss() are ignored: nothing is
-    stored or folded again (the training forward's pair was folded in it), and the term is that forward's."""
+    """No-grad, paused and EMA-copy forwards between the training forward and loss() store nothing; a frozen model's
+    forward under grad is dropped when it returns (only its output tells that nothing in it trains). The training
+    forward's folded pair is kept as it was, and the term is that forward's."""
     model, inputs = build("PixArt")
     ema = copy.deepcopy(model)
     layersync = LayerSync(model, student_block=1, teacher_block=3)
@@ -102,15 +103,16 @@ def test_internal_stray_forwards_do_not_replace_the_capture(stores):
     stray = dict(inputs, hidden_states=inputs["hidden_states"] * 2)
     with torch.no_grad():
         prediction(model, stray)
-    model.eval()
-    prediction(model, stray)
-    model.train()
     with layersync.paused():
         prediction(model, stray)
     ema_copy = copy.deepcopy(model)  # copied with the hooks: they must ignore it
     prediction(ema_copy, stray)
     prediction(ema, stray)
-    assert stores.count == 2 and folded(layersync) is first and first.stored is None
+    assert stores.count == 2
+    model.requires_grad_(False)  # a frozen model under grad: a reference pass, nothing it runs trains
+    prediction(model, stray)
+    model.requires_grad_(True)
+    assert folded(layersync) is first and first.stored is None
     (pred.mean() + layersync.loss()).backward()
 
 
@@ -119,10 +121,12 @@ def test_internal_outputs_released_after_pop_and_at_the_next_forward():
     keeps nothing of a forward but what it folded (both blocks' outputs released inside the forward)."""
     model, inputs = build("PixArt")
     capture = BlockCapture(model, blocks=[1, 3])
-    prediction(model, inputs)
+    prediction(model, inputs)  # its output let go of: the next training forward drops the record
     (first,) = capture._records
-    prediction(model, inputs)  # forward without pop(): the next training forward drops the first record
+    kept = prediction(model, inputs)
     assert capture._records[0] is not first and capture.captured == 1
+    also = prediction(model, inputs)  # the output of the last one is alive: two forwards are handed over
+    assert capture.captured == 2 and kept is not also
     capture.pop()
     assert capture._records == [] and capture._open is None
     capture.remove()

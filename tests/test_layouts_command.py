@@ -24,6 +24,19 @@ def test_supported_models_page_carries_the_generated_table(capsys):
 
 
 @pytest.mark.slow
+def test_supported_models_page_carries_the_trainers_table(capsys):
+    """The trainers table of docs/supported-models.md is `layersync-hooks layouts --trainers`: every trainer class of
+    the layout table, with its trainer."""
+    assert main(["layouts", "--trainers"]) == 0
+    generated = capsys.readouterr().out.strip()
+    carried = re.search(r"<!-- trainers:start -->\n(.*?)\n<!-- trainers:end -->", PAGE, flags=re.S).group(1)
+    assert carried == generated, "docs/supported-models.md is stale: paste `layersync-hooks layouts --trainers` there"
+    for trainer, name in (("musubi-tuner", "musubi_tuner.wan.modules.model.WanModel"),
+                          ("kohya sd-scripts", "library.chroma_models.Chroma")):  # fmt: skip
+        assert f"| {trainer} | `{name}` |" in generated
+
+
+@pytest.mark.slow
 def test_layouts_prints_stacks_depths_and_a_pair_for_the_real_size(capsys):
     """Real block counts of the released models (or the default config): Flux 19 + 38, SDXL's UNet 70 blocks,
     HiDream (whose default config cannot be built) 48; `families` is the command's name before 0.2."""

@@ -199,6 +199,7 @@ class WanModel(nn.Module):
     def __init__(self, model_version="2.1", num_layers=3, text_len=10):
         super().__init__()
         self.model_version, self.text_len = model_version, text_len
+        self.patch_size = (1, 2, 2)  # (F, H, W), an attribute as in wan/modules/model.py:623
         self.patch_embedding, self.text_embedding = nn.Linear(16, DIM), nn.Linear(12, DIM)
         self.time_embedding = nn.Linear(1, DIM)
         self.blocks = nn.ModuleList(WanAttentionBlock() for _ in range(num_layers))
@@ -264,6 +265,7 @@ class HYVideoDiffusionTransformer(nn.Module):
     def __init__(self):
         super().__init__()
         self.img_in, self.txt_in, self.time_in = nn.Linear(16, DIM), nn.Linear(12, DIM), nn.Linear(1, DIM)
+        self.patch_size = [1, 2, 2]  # hunyuan_model/models.py:535
         self.double_blocks = nn.ModuleList(MMDoubleStreamBlock() for _ in range(2))
         self.single_blocks = nn.ModuleList(MMSingleStreamBlock() for _ in range(2))
         self.final_layer = nn.Linear(DIM, 16)
@@ -335,6 +337,7 @@ class HunyuanVideoTransformer3DModelPacked(nn.Module):
         self.transformer_blocks = nn.ModuleList(HunyuanVideoTransformerBlock() for _ in range(2))
         self.single_transformer_blocks = nn.ModuleList(HunyuanVideoSingleTransformerBlock() for _ in range(2))
         self.proj_out = nn.Linear(DIM, 64)
+        self.config_patch_size, self.config_patch_size_t = 2, 1  # hunyuan_video_packed.py:1543 (no `config`)
         self.use_gradient_checkpointing = False
 
     def enable_gradient_checkpointing(self, activation_cpu_offloading=False):
@@ -511,8 +514,12 @@ def flux2():
     ctx, _ = padded(captions(12), length=6)
 
     def forward():
+        # flux2_utils.py:163-186: (t, h, w, l) ids, t = 0 on the target and 10, 20, ... on the references
         x = torch.cat([noisy] + refs, dim=1)
-        prediction = model(x=x, x_ids=None, timesteps=torch.tensor([0.5, 0.3]), ctx=ctx, ctx_ids=None,
+        x_ids = torch.zeros(2, x.shape[1], 4)
+        for t, (start, end) in zip((10, 20), ((16, 24), (24, 28))):
+            x_ids[:, start:end, 0] = t
+        prediction = model(x=x, x_ids=x_ids, timesteps=torch.tensor([0.5, 0.3]), ctx=ctx, ctx_ids=None,
                            guidance=torch.ones(2))  # fmt: skip
         return prediction[:, : noisy.shape[1]]
 
@@ -589,8 +596,10 @@ def _qwen(edit):
     def forward():
         img = torch.cat([noisy, control], dim=1) if edit else noisy
         txt, mask = padded(vl)
+        # qwen_image_train_network.py:540-546: one list of (frames, h, w) grids for the batch, the target first
+        img_shapes = [[(1, 4, 4), (1, 2, 4)]] if edit else [[(1, 4, 4)]]
         prediction = model(hidden_states=img, timestep=torch.tensor([0.5, 0.3]), guidance=None,
-                           encoder_hidden_states_mask=mask, encoder_hidden_states=txt, img_shapes=None,
+                           encoder_hidden_states_mask=mask, encoder_hidden_states=txt, img_shapes=img_shapes,
                            txt_seq_lens=[c.shape[0] for c in vl], additional_t_cond=None)  # fmt: skip
         return prediction[:, :16] if edit else prediction
 
@@ -735,9 +744,17 @@ def kandinsky5():
     return finish(model, ("visual_transformer_blocks",), forward, lambda: model.enable_gradient_checkpointing(False))
 
 
+@dataclass
+class AttentionParams:
+    """modules/attention.py:31: what musubi's attention gets; `img_len` leads every `layers` sequence."""
+
+    img_len: int
+    attention_mask: object = None
+
+
 class ZImageTransformerBlock(Single):
     def _forward(self, x, freqs_cis, adaln_input=None, attn_params=None):
-        return self.mix(x if adaln_input is None else x + adaln_input, attn_params)
+        return self.mix(x if adaln_input is None else x + adaln_input, attn_params.attention_mask)
 
     def forward(self, x, freqs_cis, adaln_input=None, attn_params=None):
         return blockwise(self, self._forward, x, freqs_cis, adaln_input, attn_params)
@@ -764,14 +781,14 @@ class ZImageTransformer2DModel(nn.Module):
         adaln = self.t_embedder(t[:, None, None])
         x = self.x_embedder(patches(x))
         for layer in self.noise_refiner:
-            x = layer(x, None, adaln, attn_params=None)
+            x = layer(x, None, adaln, attn_params=AttentionParams(0))
         cap = self.cap_embedder(cap_feats)
         for layer in self.context_refiner:
-            cap = layer(cap, None, attn_params=cap_mask)
+            cap = layer(cap, None, attn_params=AttentionParams(0, cap_mask))
         unified = torch.cat([x, cap], dim=1)
         keys = torch.cat([torch.ones(x.shape[:2], dtype=torch.bool), cap_mask], dim=1)
         for layer in self.layers:
-            unified = layer(unified, None, adaln, attn_params=keys)
+            unified = layer(unified, None, adaln, attn_params=AttentionParams(x.shape[1], keys))
         out = self.final_layer(unified[:, : x.shape[1]])
         return unpatch(out, (1, h, w))
 
@@ -992,6 +1009,7 @@ class NextDiT(nn.Module):
     def __init__(self):
         super().__init__()
         self.x_embedder, self.cap_embedder, self.t_embedder = nn.Linear(16, DIM), nn.Linear(12, DIM), nn.Linear(1, DIM)
+        self.patch_size = 2  # lumina_models.py:876
         self.noise_refiner = nn.ModuleList(JointTransformerBlock() for _ in range(1))
         self.context_refiner = nn.ModuleList(JointTransformerBlock() for _ in range(1))
         self.layers = nn.ModuleList(JointTransformerBlock() for _ in range(3))

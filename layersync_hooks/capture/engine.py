@@ -30,7 +30,7 @@ from ..layouts import BlockLayout, layout_for
 from .block_arguments import argument_picker
 from .blocks import Block, list_blocks, resolve, unwrap
 from .compiled import check_not_compiled_yet, checkpointing_hint
-from .gates import Gate, training_forward
+from .gates import Gate, tensors, training_forward
 from .selection import Activation, select
 from .torch_internals import check_torch, in_backward, never_compiled_alone, remove_hook
 
@@ -52,6 +52,22 @@ class _Record:
         self.stored: Optional[dict[str, Stored]] = {}  # None once folded
         self.model_call = model_call
         self.folded: Any = None
+        self.graph: Optional[weakref.ref] = None  # alive while the forward's graph is (None: no graph to watch)
+        self.backpropagated = False  # a backward ran through its graph before pop() took it: it is over
+
+
+class _GraphWatch:
+    """A backward hook on a recorded forward's outputs. It lives on their graph nodes, so it lives exactly as long as
+    the graph does (the record holds it weakly), and it notes when a backward goes through them."""
+
+    def __init__(self, record: _Record):
+        self.record = weakref.ref(record)
+        record.graph = weakref.ref(self)
+
+    def __call__(self, grad: torch.Tensor) -> None:
+        record = self.record()
+        if record is not None:
+            record.backpropagated = True
 
 
 class _Hook:
@@ -103,8 +119,9 @@ class BlockCapture:
         training_module (`nn.Module`, *optional*): The module whose forward is the training forward, when the
             training loop never calls `model`'s own forward (DiffSynth-Studio calls the DiT's blocks from its
             training module). Defaults to `model`.
-        gate (`callable`, defaults to `training_forward`): Which forwards to record (`capture/gates.py`):
-            `gate(training_module)` returns None to record a call, or the reason it does not.
+        gate (`Gate`, defaults to `training_forward`): Which forwards to record (`capture/gates.py`): training
+            forwards (gradients enabled, an output that depends on something that trains, in train or eval mode), or
+            `any_forward`.
         fold (`callable`, *optional*): `fold({path: Activation}) -> value`, called inside the forward once every
             block has run; the capture keeps the value instead of the blocks' outputs, and `pop()` returns it.
 
@@ -113,6 +130,9 @@ class BlockCapture:
         >>> capture = BlockCapture(transformer, blocks=[8, 16])
         >>> model_pred = transformer(**inputs).sample
         >>> (activations,) = capture.pop()  # one entry per recorded forward: {"transformer_blocks.7": Activation}
+
+    Every training forward since the last `pop()` is handed over (a trainer may run several before one backward:
+    one per sample, or micro-batches); one whose graph a backward has already gone through is dropped.
         ```
     """
 
@@ -154,7 +174,7 @@ class BlockCapture:
         self._reads_model = any(b.stack.reads_inputs for b in self.blocks)
         self._paused = 0
         self._open: Optional[_Record] = None  # the forward running now
-        self._records: list[_Record] = []  # recorded forwards not yet popped
+        self._records: list[_Record] = []  # recorded forwards not yet popped, oldest first
         self._why_none = (
             f"No training forward of {self._name} has run since the hooks were attached. (A model compiled whole "
             "with torch.compile before attaching never runs hooks added later.)"
@@ -187,11 +207,11 @@ class BlockCapture:
         # An open record here means the last forward never returned: a BaseException (KeyboardInterrupt,
         # SystemExit) skips the always-called hook. Its blocks must not pair with this forward's: dropped.
         self._open = None
-        reason = "capture was paused" if self._paused else self._gate(module)
+        reason = "capture was paused" if self._paused else self._gate.at_call(module)
         if reason is not None:
             self._why_none = f"The last call of {self._name} was not captured because {reason}."
             return None
-        self._records.clear()  # an earlier forward nobody took: released, it pins its whole graph
+        self._drop_finished()  # what they hold could only pin memory
         self._open = _Record((args, kwargs) if self._reads_model and module is self._root() else None)
         return None
 
@@ -229,9 +249,33 @@ class BlockCapture:
             self._why_none = checkpointing_hint(self._root()) or (
                 f"The last training forward of {self._name} did not call {', '.join(map(repr, missing))}."
             )
+        elif (reason := self._gate.at_return(output)) is not None:
+            self._why_none = f"The last call of {self._name} was not captured because {reason}."
         else:
             self._records.append(record)
+            graph = [t for t in tensors(output) if t.requires_grad] if not torch.compiler.is_compiling() else []
+            if graph:
+                watch = _GraphWatch(record)
+                for tensor in graph:
+                    tensor.register_hook(watch)
         return None
+
+    def _drop_finished(self) -> None:
+        """When a new training forward starts, forget the earlier records that ended without `pop()`: a backward went
+        through them (their graph is spent), or the script let go of their outputs (nothing will use them, and an
+        unused forward must not pin its graph). Until then a record stays: a script may take the term after a
+        backward that kept the graph, or after dropping its output."""
+        kept = [
+            record
+            for record in self._records
+            if not record.backpropagated and not (record.graph is not None and record.graph() is None)
+        ]
+        if len(kept) < len(self._records):
+            self._why_none = (
+                f"The training forwards of {self._name} recorded since the last call ended before it: a backward went "
+                "through them, or their outputs were let go of before the next forward."
+            )
+        self._records = kept
 
     # -- taking the records ----------------------------------------------------------------------------------------
     @property
@@ -251,17 +295,21 @@ class BlockCapture:
                 why = f"The forward of {self._name} has not returned yet (or an exception stopped it)."
             raise MissingActivationsError(
                 f"No activations from {names} to take. {why} Run the model's training forward before "
-                "taking them (`LayerSync.loss()`, `BlockCapture.pop()`), once per forward."
+                "taking them (`LayerSync.loss()`, `BlockCapture.pop()`), once per backward."
             )
         records, self._records = self._records, []
         self._why_none = "Its activations were already used since the last training forward."
         return [self._taken(record) for record in records]
 
     def _taken(self, record: _Record) -> Any:
+        """What the record hands over; it keeps nothing after (its graph may hold it a while longer)."""
         if record.stored is None:
-            return record.folded
-        tokens = self._tokens(record)
-        return tokens if self._fold is None else self._fold(tokens)
+            taken = record.folded
+        else:
+            tokens = self._tokens(record)
+            taken = tokens if self._fold is None else self._fold(tokens)
+        record.stored, record.folded, record.model_call = None, None, None
+        return taken
 
     def _tokens(self, record: _Record) -> dict[str, Activation]:
         root = self._root()

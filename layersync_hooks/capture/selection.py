@@ -46,6 +46,8 @@ def _stream(block: Block, output: Any) -> torch.Tensor:
 def select(block: Block, output: Any, block_arguments: Any, root: nn.Module, model_call: Any) -> Activation:
     """Cut the target tokens out of one raw block output: stream element, token rule, (B,T,P,D) -> (B,T*P,D)."""
     hidden = _stream(block, output)
+    if hidden.dim() == 2:  # unbatched (N, D) tokens, one sample per call (musubi-tuner's Kandinsky 5)
+        hidden = hidden.unsqueeze(0)
     mask = None
     if block.stack.rule is not None:  # the rule sees the stream as returned: (S, B, D) and (B, C, H, W) exist
         hidden, mask = block.stack.rule(hidden, CallInputs(root, model_call, block_arguments))
@@ -54,7 +56,7 @@ def select(block: Block, output: Any, block_arguments: Any, root: nn.Module, mod
     if hidden.dim() != 3:
         raise ShapeMismatchError(
             f"Block {block.path!r} gave target tokens of shape {tuple(hidden.shape)}; LayerSync needs "
-            "(batch, tokens, channels) or (batch, frames, tokens, channels)."
+            "(batch, tokens, channels), (batch, frames, tokens, channels) or unbatched (tokens, channels)."
         )
     if hidden.shape[1] == 0:  # a mean over no tokens is NaN, and one NaN step ruins the weights
         raise LayerSyncError(

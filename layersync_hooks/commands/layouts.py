@@ -17,7 +17,7 @@ import torch
 
 from ..capture import list_blocks
 from ..config import LayerSyncConfig
-from ..layouts import LAYOUTS, RELEASED, BlockLayout, Released
+from ..layouts import LAYOUTS, RELEASED, TRAINERS, BlockLayout, Released
 from ..pairs import recommend_pair
 
 
@@ -30,6 +30,11 @@ class LayoutRow:
     stacks: list  # (Stack, block count or None)
     unsupported: Optional[str] = None
     preset: Optional[str] = None  # the preset written for this size
+
+    @property
+    def trainer(self) -> Optional[str]:
+        """The trainer whose own class this is (its qualified name's package), or None for diffusers' classes."""
+        return TRAINERS.get(self.name.split(".")[0]) if "." in self.name else None
 
     @property
     def depth(self) -> Optional[int]:
@@ -50,11 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--presets", action="store_true", help="print the presets' Markdown table docs/configuration.md carries"
     )
+    parser.add_argument(
+        "--trainers",
+        action="store_true",
+        help="print the trainers' classes as the table docs/supported-models.md carries",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     rows = layout_rows()
-    print(presets_markdown(rows) if args.presets else markdown(rows) if args.markdown else text(rows))
+    if args.presets:
+        print(presets_markdown(rows))
+    elif args.trainers:
+        print(trainers_markdown(rows))
+    else:
+        print(markdown(rows) if args.markdown else text(rows))
     return 0
 
 
@@ -106,17 +121,31 @@ def _tokens_cell(row: LayoutRow) -> str:
 
 
 def markdown(rows: tuple[LayoutRow, ...]) -> str:
-    """The docs table: supported classes, then the ones LayerSync refuses and why."""
+    """The docs table of diffusers' classes: supported classes, then the ones LayerSync refuses and why."""
     lines = [
         "| class | model | stacks in depth order (blocks) | target tokens | depths | student <- teacher |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r.unsupported is None:
+        if r.unsupported is None and r.trainer is None:
             depths = f"1..{r.depth}" if r.depth else "-"
             lines.append(f"| `{r.name}` | {r.label} | {_stacks_cell(r)} | {_tokens_cell(r)} | {depths} | {r.pair()} |")
     lines += ["", "| not supported | why |", "|---|---|"]
     lines += [f"| `{r.name}` | {r.unsupported} |" for r in rows if r.unsupported is not None]
+    return "\n".join(lines)
+
+
+def trainers_markdown(rows: tuple[LayoutRow, ...]) -> str:
+    """The docs table of the trainers' own classes, keyed by qualified name."""
+    lines = [
+        "| trainer | class | model | stacks in depth order (blocks) | target tokens | depths | student <- teacher |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.trainer is not None:
+            depths = f"1..{r.depth}" if r.depth else "-"
+            lines.append(f"| {r.trainer} | `{r.name}` | {r.label} | {_stacks_cell(r)} | {_tokens_cell(r)} | {depths} | "
+                         f"{r.pair()} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -140,6 +169,7 @@ def text(rows: tuple[LayoutRow, ...]) -> str:
             continue
         depths = f"depths 1..{r.depth}" if r.depth else "depths ?"
         stacks = ", ".join(f"{stack.path} ({'?' if n is None else n})" for stack, n in r.stacks)
-        lines.append(f"{r.name:42} {r.label:34} {depths:14} pair {r.pair():9} {stacks}")
+        label = f"{r.trainer}: {r.label}" if r.trainer else r.label
+        lines.append(f"{r.name:42} {label:34} {depths:14} pair {r.pair():9} {stacks}")
         lines += [f"{'':42}   {stack.path}: {describe_tokens(stack)}" for stack, _ in r.stacks if stack.rule]
     return "\n".join(lines)

@@ -7,13 +7,14 @@ Everything a custom layout needs is importable from here in one line:
 Imports point one way: `types` <- `rules`, `counts` <- `table` (the diffusers classes, as data) <- `registry`.
 """
 
-from .counts import FirstMarked, ImageShapes, Latents, Valid
+from .counts import Attribute, FirstMarked, ImageShapes, Latents, Less, Valid
 from .registry import layout_for, lookup_layout, register_layout, unregister_layout
 from .rules import ChannelsFirst, Indexed, Last, Marked, SequenceFirst, Span, ZImageTarget, span
-from .table import LAYOUTS, RELEASED
+from .table import LAYOUTS, RELEASED, TRAINERS
 from .types import BlockLayout, CallInputs, Released, Stack, TokenRule
 
 __all__ = [
+    "Attribute",
     "BlockLayout",
     "CallInputs",
     "ChannelsFirst",
@@ -21,6 +22,7 @@ __all__ = [
     "ImageShapes",
     "Indexed",
     "LAYOUTS",
+    "Less",
     "Last",
     "Latents",
     "Marked",
@@ -29,6 +31,7 @@ __all__ = [
     "SequenceFirst",
     "Span",
     "Stack",
+    "TRAINERS",
     "TokenRule",
     "Valid",
     "ZImageTarget",

@@ -1,6 +1,11 @@
-"""Which layout a model gets: an explicit `layout=`, then `register_layout`, then the diffusers table, then the
-model's single block stack. Lookups follow the class's MRO, so subclasses (and the classes FSDP2 derives from a
-model's class) find their parent's layout. No match is an error, never a guess.
+"""Which layout a model gets: an explicit `layout=`, then `register_layout`, then the table, then the model's single
+block stack. No match is an error, never a guess.
+
+The table's keys are diffusers class names and, for classes outside diffusers (the trainers' own, DiffSynth-Studio's),
+qualified names. A bare name applies to diffusers' class of that name and its subclasses (a user's subclass, the class
+FSDP2 derives from the model's); musubi-tuner's `QwenImageTransformer2DModel` is another class and does not get it. A
+qualified name applies to its own class only: a subclass may order its tokens otherwise (kohya sd-scripts' `Chroma`
+subclasses its `Flux` but puts the image first), so it needs a row of its own, and without one it is told so.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ _REGISTERED: dict[str, BlockLayout] = {}
 
 
 def register_layout(model_class: Union[type, str], layout: BlockLayout) -> None:
-    """Register (or override) the layout of a model class, by class or class name.
+    """Register (or override) the layout of a model class and its subclasses, by class, class name or qualified name.
 
     Example:
         ```python
         >>> register_layout("MyDiT", BlockLayout(stacks=("blocks",)))
         ```
     """
-    name = model_class if isinstance(model_class, str) else model_class.__name__
+    name = model_class if isinstance(model_class, str) else qualified_name(model_class)
     if not isinstance(layout, BlockLayout):
         raise LayerSyncConfigError(f"`register_layout` needs a BlockLayout, got {type(layout).__name__}.")
     _REGISTERED[name] = layout
@@ -36,21 +41,41 @@ def register_layout(model_class: Union[type, str], layout: BlockLayout) -> None:
 
 def unregister_layout(model_class: Union[type, str]) -> None:
     """Forget a layout added with `register_layout` (the built-in table is unchanged)."""
-    _REGISTERED.pop(model_class if isinstance(model_class, str) else model_class.__name__, None)
+    _REGISTERED.pop(model_class if isinstance(model_class, str) else qualified_name(model_class), None)
+
+
+def qualified_name(cls: type) -> str:
+    """'library.flux_models.Flux': the module and qualified name of a class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def own_class(model_class: type) -> type:
+    """The model's own class: FSDP2 derives `FSDP<Name>` from it (in a torch module), which is not the model's."""
+    return next(cls for cls in model_class.__mro__ if not cls.__module__.startswith("torch."))
 
 
 def lookup_layout(model_class: type) -> Optional[BlockLayout]:
-    """The registered or built-in layout of a class or its nearest base class, or None.
+    """The registered or built-in layout of a class, or None.
 
-    A key is a class name (`"FluxTransformer2DModel"`) or, for classes outside diffusers whose name other
-    packages reuse, a qualified one (`"diffsynth.models.wan_video_dit.WanModel"`), which is looked up first.
+    Registered names (bare or qualified) apply to the class and its subclasses; the table's bare names to diffusers'
+    classes and their subclasses; the table's qualified names to their own class only (see the module's docstring).
     """
-    for cls in model_class.__mro__:
-        for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__name__):
-            for table in (_REGISTERED, LAYOUTS):
-                if name in table:
-                    return table[name]
+    own = own_class(model_class)
+    for cls in own.__mro__:
+        qualified, bare = qualified_name(cls), cls.__name__
+        for name in (qualified, bare):
+            if name in _REGISTERED:
+                return _REGISTERED[name]
+        if qualified in LAYOUTS and cls is own:
+            return LAYOUTS[qualified]
+        if bare in LAYOUTS and cls.__module__.startswith("diffusers."):
+            return LAYOUTS[bare]
     return None
+
+
+def _row_of_a_base(model_class: type) -> Optional[str]:
+    """The qualified key of a base class with a row of its own, which a subclass does not inherit."""
+    return next((qualified_name(c) for c in own_class(model_class).__mro__[1:] if qualified_name(c) in LAYOUTS), None)
 
 
 def find_single_stack(model: nn.Module) -> Optional[str]:
@@ -90,6 +115,16 @@ def layout_for(model: nn.Module, layout: Optional[BlockLayout] = None) -> BlockL
                 "blocks and tokens to align, pass `layout=BlockLayout(...)` to override the table."
             )
         return found
+    base = _row_of_a_base(type(model))
+    if base is not None:
+        name = type(model).__name__
+        raise UnknownModelError(
+            f"No block layout is registered for `{qualified_name(own_class(type(model)))}`. It subclasses `{base}`, "
+            f"which has one, but a subclass may order its tokens otherwise (kohya sd-scripts' `Chroma` subclasses its "
+            f"`Flux` and puts the image first), so LayerSync does not reuse it. If {name}'s blocks and tokens are "
+            f"those of its base, call `register_layout({name}, LAYOUTS[{base!r}])`; otherwise pass "
+            "`layout=BlockLayout(...)`."
+        )
     stack = find_single_stack(model)
     if stack is None:
         raise UnknownModelError(

@@ -15,7 +15,7 @@ from typing import Optional
 
 from torch import nn
 
-from .counts import FirstMarked, ImageShapes, Latents, Valid
+from .counts import Attribute, FirstMarked, ImageShapes, Latents, Less, Valid
 from .rules import ChannelsFirst, Indexed, Last, Marked, SequenceFirst, Span, ZImageTarget
 from .types import BlockLayout, Released, Stack
 
@@ -60,6 +60,22 @@ def _repeated_blocks(model: nn.Module) -> Optional[str]:
         )
     return None
 
+
+def _not_layered(model: nn.Module) -> Optional[str]:
+    """musubi-tuner's Qwen-Image-Layered denoises several grids of `img_shapes` at once (its `pos_embed` is the
+    layer-3D RoPE); which of them are targets has not been proven."""
+    if type(getattr(model, "pos_embed", None)).__name__ == "QwenEmbedLayer3DRope":
+        return (
+            "musubi-tuner's Qwen-Image-Layered (`use_layer3d_rope`) denoises several grids of `img_shapes` at once, "
+            "and which of them are targets has not been proven with the gradient probe."
+        )
+    return None
+
+
+# musubi-tuner's Flux Kontext packs [noisy; control] into `img`, `control_lengths[i]` control tokens last.
+MUSUBI_KONTEXT = Less(Latents("img"), "control_lengths")
+# musubi-tuner's Flux.2 marks the target at x_ids[..., 0] == 0 and its references at 10, 20, ...
+FLUX2_TARGET = Marked("x_ids", value=0, column=0)
 
 # Target-first image streams marked by position ids: Flux Kontext and Flux.2 references get img_ids[..., 0] != 0,
 # LongCat-Image-Edit's target has modality id 1 and its reference 2 (see their pipelines' prepare_latents).
@@ -197,9 +213,61 @@ LAYOUTS: dict[str, BlockLayout] = {
         check=_repeated_blocks,
     ),
     # -- outside diffusers, keyed by qualified name (other packages reuse the class name) -----------------------------
+    # A qualified row applies to its class only (registry.py). None of these classes has a `config`: counts come from
+    # the model's and blocks' arguments and attributes (`layouts.counts.model_setting`).
     # DiffSynth-Studio's Wan DiT: its `blocks` return the video tokens alone. Its training loop never calls
     # `WanModel.forward` (model_fn_wan_video runs the blocks itself): the capture arms on the training module.
     "diffsynth.models.wan_video_dit.WanModel": _stacks("blocks"),
+    # musubi-tuner (30c658c). Wan 2.1 / 2.2: a (B, C, F, H, W) batch, or a list of per-sample videos whose tokens the
+    # model zero-pads to `seq_len`: only each sample's own tokens are targets.
+    "musubi_tuner.wan.modules.model.WanModel": _stacks("blocks", rule=Span(Latents("x", patch="patch_size"))),
+    "musubi_tuner.hunyuan_model.models.HYVideoDiffusionTransformer": BlockLayout(
+        stacks=(Stack("double_blocks"), Stack("single_blocks", rule=Span(Latents("x", patch="patch_size"))))
+    ),  # double blocks return (img, txt); single blocks run over [img; txt]
+    "musubi_tuner.frame_pack.hunyuan_video_packed.HunyuanVideoTransformer3DModelPacked": _stacks(
+        "transformer_blocks",
+        "single_transformer_blocks",  # both return (hidden, text); hidden = [clean 4x; clean 2x; clean; noisy]
+        rule=Last(Latents("hidden_states", patch=("config_patch_size_t", "config_patch_size", "config_patch_size"))),
+    ),
+    "musubi_tuner.flux.flux_models.Flux": BlockLayout(
+        stacks=(  # img = [noisy; Kontext control]; single blocks run over [txt; img]
+            Stack("double_blocks", rule=Span(MUSUBI_KONTEXT)),
+            Stack("single_blocks", rule=Span(MUSUBI_KONTEXT, start=Latents("txt"))),
+        )
+    ),
+    "musubi_tuner.flux_2.flux2_models.Flux2": BlockLayout(
+        stacks=(  # x = [target; references], the references at x_ids[..., 0] = 10, 20, ...
+            Stack("double_blocks", rule=FLUX2_TARGET),
+            Stack("single_blocks", rule=Last(Latents("x"), then=FLUX2_TARGET)),
+        )
+    ),
+    "musubi_tuner.qwen_image.qwen_image_model.QwenImageTransformer2DModel": BlockLayout(
+        stacks=(Stack("transformer_blocks", output=1, rule=Span(ImageShapes("img_shapes"))),),  # Edit: [noisy; control]
+        check=_not_layered,
+    ),
+    "musubi_tuner.hunyuan_video_1_5.hunyuan_video_1_5_models.HunyuanVideo_1_5_DiffusionTransformer": _stacks(
+        "double_blocks"  # (img, txt)
+    ),
+    "musubi_tuner.kandinsky5.models.dit.DiffusionTransformer3D": _stacks(
+        "visual_transformer_blocks"  # unbatched (N, D): the trainer calls the DiT once per sample
+    ),
+    "musubi_tuner.zimage.zimage_model.ZImageTransformer2DModel": BlockLayout(
+        stacks=(Stack("noise_refiner"), Stack("layers", rule=Span(Attribute("attn_params", "img_len"))))
+    ),  # layers run over [image; caption]
+    # kohya sd-scripts (48d368f)
+    "library.flux_models.Flux": BlockLayout(
+        stacks=(Stack("double_blocks"), Stack("single_blocks", rule=Last(Latents("img"))))  # single: [txt; img]
+    ),
+    "library.chroma_models.Chroma": BlockLayout(  # a subclass of library.flux_models.Flux, with the image FIRST
+        stacks=(Stack("double_blocks"), Stack("single_blocks", rule=Span(Latents("img"))))
+    ),
+    "library.sd3_models.MMDiT": _stacks("joint_blocks", output=1),  # (context, x); the last block (None, x)
+    "library.lumina_models.NextDiT": BlockLayout(
+        stacks=(  # layers: [caption of its own length; image; padding] per sample
+            Stack("noise_refiner"),
+            Stack("layers", rule=Span(Latents("x", patch="patch_size"), start=Valid("cap_mask"))),
+        )
+    ),
     # -- cannot be aligned --------------------------------------------------------------------------------------------
     "Cosmos3OmniTransformer": BlockLayout(
         unsupported=(
@@ -294,4 +362,47 @@ RELEASED: dict[str, tuple[Released, ...]] = {
     ),
     "OmniGenTransformer2DModel": (Released("OmniGen v1", blocks={"layers": 32}),),  # its RoPE config is checkpoint data
     "diffsynth.models.wan_video_dit.WanModel": (Released("DiffSynth-Studio, Wan 2.1 14B", blocks={"blocks": 40}),),
+    # The trainers' classes: their own code, not built here (counts from their configs and defaults).
+    "musubi_tuner.wan.modules.model.WanModel": (
+        Released("Wan 2.1 14B, Wan 2.2 A14B experts", blocks={"blocks": 40}),
+        Released("Wan 2.1 1.3B", blocks={"blocks": 30}),
+    ),
+    "musubi_tuner.hunyuan_model.models.HYVideoDiffusionTransformer": (
+        Released("HunyuanVideo", blocks={"double_blocks": 20, "single_blocks": 40}),
+    ),
+    "musubi_tuner.frame_pack.hunyuan_video_packed.HunyuanVideoTransformer3DModelPacked": (
+        Released("FramePack", blocks={"transformer_blocks": 20, "single_transformer_blocks": 40}),
+    ),
+    "musubi_tuner.flux.flux_models.Flux": (
+        Released("FLUX.1 Kontext [dev]", blocks={"double_blocks": 19, "single_blocks": 38}),
+    ),
+    "musubi_tuner.flux_2.flux2_models.Flux2": (
+        Released("FLUX.2 [dev]", blocks={"double_blocks": 8, "single_blocks": 48}),
+        Released("FLUX.2 [klein] 9B", blocks={"double_blocks": 8, "single_blocks": 24}),
+        Released("FLUX.2 [klein] 4B", blocks={"double_blocks": 5, "single_blocks": 20}),
+    ),
+    "musubi_tuner.qwen_image.qwen_image_model.QwenImageTransformer2DModel": (
+        Released("Qwen-Image / Edit", blocks={"transformer_blocks": 60}),
+    ),
+    "musubi_tuner.hunyuan_video_1_5.hunyuan_video_1_5_models.HunyuanVideo_1_5_DiffusionTransformer": (
+        Released("HunyuanVideo 1.5", blocks={"double_blocks": 54}),
+    ),
+    "musubi_tuner.kandinsky5.models.dit.DiffusionTransformer3D": (
+        Released("Kandinsky 5.0 Lite video", blocks={"visual_transformer_blocks": 32}),
+        Released("Kandinsky 5.0 Lite image", blocks={"visual_transformer_blocks": 50}),
+        Released("Kandinsky 5.0 Pro video", blocks={"visual_transformer_blocks": 60}),
+    ),
+    "musubi_tuner.zimage.zimage_model.ZImageTransformer2DModel": (
+        Released("Z-Image", blocks={"noise_refiner": 2, "layers": 30}),
+    ),
+    "library.flux_models.Flux": (Released("FLUX.1 [dev]", blocks={"double_blocks": 19, "single_blocks": 38}),),
+    "library.chroma_models.Chroma": (Released("Chroma", blocks={"double_blocks": 19, "single_blocks": 38}),),
+    "library.sd3_models.MMDiT": (
+        Released("SD 3.5 Medium", blocks={"joint_blocks": 24}),
+        Released("SD 3.5 Large", blocks={"joint_blocks": 38}),
+    ),
+    "library.lumina_models.NextDiT": (Released("Lumina-Image 2.0", blocks={"noise_refiner": 2, "layers": 26}),),
 }
+
+# The trainers whose own classes the table holds, by the package their module paths start with.
+TRAINERS = {"diffsynth": "DiffSynth-Studio", "musubi_tuner": "musubi-tuner", "library": "kohya sd-scripts"}

@@ -4,6 +4,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -48,16 +49,17 @@ CONFIGS = ROOT / "configs"
 SHIM = Path(__file__).parent / "engine_shim"
 
 
-def with_config(config: str, *args: str) -> tuple[list[str], dict[str, str]]:
+def with_config(config: str, *args: str, port: Optional[int] = None) -> tuple[list[str], dict[str, str]]:
     """`accelerate launch --config_file configs/<config>` on 2 CPU processes, and the environment that makes that
     config run on a CPU. Run it from the repository root (deepspeed_zero3.yaml names its JSON from there).
 
     DDP: `ACCELERATE_USE_CPU=1` (the multi-GPU launcher does not pass the config's `use_cpu` on; without it each
     process trains alone). FSDP and DeepSpeed: the start-up shim in tests/engine_shim, which needs
-    `ACCELERATE_TORCH_DEVICE=cpu`. `--mixed_precision no`: the configs say bf16, for GPUs.
+    `ACCELERATE_TORCH_DEVICE=cpu`. `--mixed_precision no`: the configs say bf16, for GPUs. `port`: the main
+    process's port, which the launches of one run on several machines share (default: a free one).
     """
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port or free_port()),
                *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if yaml.safe_load((CONFIGS / config).read_text())["distributed_type"] == "MULTI_GPU":

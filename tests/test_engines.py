@@ -5,7 +5,8 @@ weights, and a checkpoint written by one resumes exactly under the other. A hang
 Each engine runs the same script, tests/scripts/engine_train.py (tiny Flux, AdamW, gradient accumulation 2, gradient
 clipping, a prepared DataLoader, `save_state` on every process), three times: the README edit straight for 4 steps
 with a checkpoint at step 2, then from that checkpoint the runner and the edit. The one-process runs (the same
-global batches) run once, in this process.
+global batches) run once, in this process. configs/two_nodes.yaml runs as two launches with `--machine_rank 0` and
+`1`, one process each, as two machines would.
 """
 
 import importlib.util
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from launch import ROOT, reset_accelerate, with_config
+from launch import ROOT, free_port, reset_accelerate, with_config
 from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).parent / "scripts" / "engine_train.py"
@@ -155,6 +156,30 @@ def test_engine_trains_as_one_process_and_resumes(engine, reference, engine_runs
     assert distance(straight, params(reference["off after 2"])) > 10 * WEIGHTS
     assert_one_state_file(runs["edit"] / "checkpoint-2", step=2)
     assert_one_state_file(runs["runner"] / "checkpoint-4", step=4)
+
+
+@pytest.mark.slow
+def test_two_machines_train_as_one_process(reference, tmp_path):
+    """configs/two_nodes.yaml launched as the docs say, once per machine with its `--machine_rank` and the main
+    machine's `--main_process_ip` (here two launches on this machine, one process each): the README edit trains with
+    the one-process run's per-step loss, metrics and weights."""
+    port, machines = free_port(), []
+    try:
+        for rank in (0, 1):
+            machine = ["--machine_rank", str(rank), "--main_process_ip", "127.0.0.1"]
+            script = [str(SCRIPT), "--output_dir", str(tmp_path), *ARGS, "--layersync_enabled", *PAIR]
+            command, env = with_config("two_nodes.yaml", *machine, *script, port=port)
+            output = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            machines.append(subprocess.Popen(command, env=env, cwd=ROOT, **output))
+        outputs = [machine.communicate(timeout=TIMEOUT)[0] for machine in machines]
+    finally:
+        for machine in machines:
+            machine.kill()
+    assert [machine.returncode for machine in machines] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert [json.loads((tmp_path / f"rank{rank}.json").read_text())["num_processes"] for rank in (0, 1)] == [2, 2]
+    every_key = ["loss", "layersync_loss", "layersync_similarity", "layersync_weight"]
+    assert_steps(tmp_path, reference["edit"], every_key, steps=(1, 2, 3, 4))
+    assert distance(params(tmp_path), params(reference["edit"])) < WEIGHTS
 
 
 @pytest.mark.slow

@@ -3,7 +3,10 @@
 import os
 import socket
 import sys
+from pathlib import Path
+from typing import Optional
 
+import yaml
 from accelerate.state import AcceleratorState, GradientState, PartialState
 
 
@@ -29,3 +32,30 @@ def reset_accelerate() -> None:
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = ROOT / "configs"
+# Test-only CPU work-arounds for FSDP and DeepSpeed, loaded at start-up by every launched process (engine_shim/).
+SHIM = Path(__file__).parent / "engine_shim"
+
+
+def with_config(config: str, *args: str, port: Optional[int] = None) -> tuple[list[str], dict[str, str]]:
+    """`accelerate launch --config_file configs/<config>` on 2 CPU processes, and the environment that makes that
+    config run on a CPU. Run it from the repository root (deepspeed_zero3.yaml names its JSON from there).
+
+    DDP: `ACCELERATE_USE_CPU=1` (the multi-GPU launcher does not pass the config's `use_cpu` on; without it each
+    process trains alone). FSDP and DeepSpeed: the start-up shim in tests/engine_shim, which needs
+    `ACCELERATE_TORCH_DEVICE=cpu`. `--mixed_precision no`: the configs say bf16, for GPUs. `port`: the main
+    process's port, which the launches of one run on several machines share (default: a free one).
+    """
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
+               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port or free_port()),
+               *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if yaml.safe_load((CONFIGS / config).read_text())["distributed_type"] == "MULTI_GPU":
+        env["ACCELERATE_USE_CPU"] = "1"
+    else:
+        path = [str(SHIM), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env.update(LAYERSYNC_TEST_CPU_ENGINE="1", ACCELERATE_TORCH_DEVICE="cpu", PYTHONPATH=os.pathsep.join(path))
+    return command, env

@@ -18,14 +18,14 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .capture import Activation, Block, BlockCapture, list_blocks, unwrap
+from .capture import Activation, Block, BlockCapture, list_blocks, unwrap, wrappers
 from .checkpoint import register as register_checkpoint
 from .config import FIELDS, ONE_PAIR, LayerSyncConfig
 from .errors import LayerSyncConfigError, LayerSyncError, copy_refused
 from .flags import add_arguments
 from .layouts import BlockLayout, layout_for
 from .loss import Aligned, align, mean_cosine
-from .metrics import Meter
+from .metrics import Meter, Window
 from .pairs import resolve_pairs
 from .schedule import WeightSchedule, ends_optimizer_step
 
@@ -50,6 +50,8 @@ class LayerSync:
         training_module (`nn.Module`, *optional*): The module whose forward is the training forward, when the
             training loop never calls `model`'s own forward (DiffSynth-Studio's training module calls the DiT's
             blocks itself). Defaults to `model`.
+        meter (`Meter`, *optional*): Another LayerSync's `meter`, to report one number for both (the runner gives
+            the two experts of Wan 2.2 one). Defaults to a meter of its own.
         **fields: The config's fields as keywords (`student_block`, `teacher_block`, `pairs`, `weight`,
             `warmup_steps`, `stop_step`, `enabled`), over `config` when both are given.
 
@@ -72,6 +74,7 @@ class LayerSync:
         *,
         layout: Optional[BlockLayout] = None,
         training_module: Optional[nn.Module] = None,
+        meter: Optional[Meter] = None,
         **fields: Any,
     ):
         self.config = _read_config(config, fields)
@@ -91,15 +94,23 @@ class LayerSync:
         self._targets_checked = False  # whether a loss() has checked that the token rules select tokens
         self._removed = False
         self._captures: list[BlockCapture] = []  # one per pair, while attached
-        self.meter = Meter()  # the running sums; `metrics()` reads its own window of them
-        self._window = self.meter.window()
         self.pairs: tuple[tuple[Block, Block], ...] = ()
+        if enabled:
+            check_not_pipelined(model, training_module)
+            self._layout = layout_for(self.model, layout)
+            self._blocks = list_blocks(self.model, self._layout)
+            self.pairs = resolve_pairs(self.config.pairs, self.model, self._layout)
+        # the running totals (term, similarity, unaligned share, per pair...); `metrics()` reads its own window
+        self.meter = meter if meter is not None else Meter(_values(len(self.pairs)), self._device)
+        if self.meter.size != _values(len(self.pairs)):
+            raise LayerSyncConfigError(
+                f"A shared `meter` sums {self.meter.size} values per call, this LayerSync's {len(self.pairs)} pairs "
+                f"{_values(len(self.pairs))}: share a meter between LayerSyncs with as many pairs."
+            )
+        self._window = self.meter.window()
         if not enabled:
             logger.info("LayerSync is disabled: no hooks registered, loss() is 0.")
             return
-        self._layout = layout_for(self.model, layout)
-        self._blocks = list_blocks(self.model, self._layout)
-        self.pairs = resolve_pairs(self.config.pairs, self.model, self._layout)
         self._sync_hooks()
         for s, t in self.pairs:
             logger.info("LayerSync on %s: student %s (depth %d) <- teacher %s (depth %d), weight %g",
@@ -208,7 +219,7 @@ class LayerSync:
             self._check_aligned(float(unaligned), "in the first training forward")  # the one host sync
         self._targets_checked = True
         per_pair = similarities if len(similarities) > 1 else []
-        self.meter.add(torch.stack([term, similarity, unaligned, *per_pair]).detach(), weight)
+        self.meter.add(torch.stack([term, similarity, unaligned, *per_pair]), weight)
         self._count_step()
         return term
 
@@ -230,18 +241,19 @@ class LayerSync:
         return parameter.device if parameter is not None else None
 
     # -- metrics ---------------------------------------------------------------------------------------------
-    def metrics(self, *, sync: bool = True) -> dict[str, float]:
+    def metrics(self, *, sync: bool = True, window: Optional[Window] = None) -> dict[str, float]:
         """`{"layersync_loss", "layersync_similarity"}`: means over the `loss()` calls since the last call.
 
         With several pairs, `layersync_similarity/8-16` (student and teacher depths) for each pair too; with a
         warm-up, `layersync_weight`. With several processes the values are averaged over every rank's calls (one
         all-reduce), so call it on every rank, as diffusers scripts do with their `logs`: every rank joins the
         same all-reduce whatever it did since its last call. `sync=False` reads this rank's values only.
+        `window` reads another window of `meter` instead of this method's own (the runner reads a shared one: the
+        mean over processes with no collective here).
         """
         if not self.pairs:
             return {}
-        size = 3 + (len(self.pairs) if len(self.pairs) > 1 else 0)
-        taken = self._window.take(size, self._device(), sync=sync)
+        taken = (window or self._window).take(sync=sync)
         if taken is None:
             return {}
         (loss, similarity, unaligned, *per_pair), weight = taken
@@ -357,6 +369,29 @@ def _align_pair(tokens: dict[str, Activation]) -> Aligned:
     """What a pair's capture keeps of each training forward: the capture's blocks are (student, teacher)."""
     student, teacher = tokens.values()
     return align(student.hidden, teacher.hidden, mask=_both(student.mask, teacher.mask))
+
+
+def _values(pairs: int) -> int:
+    """How many values each `loss()` adds to the meter: term, similarity, unaligned share, and per pair with several."""
+    return 3 + (pairs if pairs > 1 else 0)
+
+
+def check_not_pipelined(*modules: Optional[nn.Module]) -> None:
+    """Pipeline parallelism runs the student and the teacher in different processes and computes the loss in its
+    engine: nothing of LayerSync can work there. Refused where it can be seen (the model LayerSync is given)."""
+    for module in modules:
+        for wrapped in wrappers(module) if module is not None else ():
+            if type(wrapped).__module__.startswith(PIPELINE_MODULES):
+                raise LayerSyncError(
+                    f"{type(wrapped).__name__} is a pipeline-parallel module: its stages run different blocks in "
+                    "different processes, so a student and a deeper teacher are not in one forward, and its engine "
+                    "computes the loss itself, with no place for LayerSync's term. Attach to the model before it is "
+                    "split into stages and train with FSDP or DeepSpeed ZeRO (configs/) instead."
+                )
+
+
+# Where pipeline engines keep their module classes (DeepSpeed's PipelineModule, torch's pipelining stages).
+PIPELINE_MODULES = ("deepspeed.runtime.pipe", "deepspeed.pipe", "torch.distributed.pipelining")
 
 
 def _joined(forwards: Sequence[Aligned]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -1,58 +1,96 @@
-"""Running sums of what `LayerSync.loss()` measured, kept on the device, each read through its own window.
+"""Running totals of what `LayerSync.loss()` measured, kept on the device, read through windows.
 
-`LayerSync.metrics()` reads one window and the runner's report line another: each gets the means over the `loss()`
-calls since its own last read, so neither resets what the other reports. Nothing is read back to the host until a
-window is read (one host sync per read, none per step).
+The meter keeps cumulative totals of each `loss()` call's values, weight and count. A window reads the means over the
+calls since its own last read (the difference of the totals), so `LayerSync.metrics()`, the runner's `log` and its
+report line each get their own, and none resets another's. Nothing is read back to the host until a window is read
+(one host sync per read, none per step).
+
+Over several processes a number must be the mean over all of them, with no collective where a trainer logs (on the
+main process only, often): `share()`, called on every process at the same points (the runner calls it in `backward`
+at each optimizer step), starts summing the totals over the processes without waiting; a shared window reads the
+latest such sum, waiting for it there.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
 
 
-class Window:
-    """The sums of the `loss()` calls since the last `take()`."""
-
-    def __init__(self):
-        self._sums: Optional[torch.Tensor] = None
-        self._weights = 0.0
-        self._count = 0
-
-    def add(self, values: torch.Tensor, weight: float) -> None:
-        self._sums = values if self._sums is None else self._sums + values
-        self._weights += weight
-        self._count += 1
-
-    def take(self, size: int, device: Optional[torch.device], *, sync: bool) -> Optional[tuple[list[float], float]]:
-        """The mean of each value and of the weight since the last take, then starts over; None without a `loss()`
-        call. With `sync`, the means are over every process's calls: one all-reduce, which every process joins
-        whatever it did since its last take (a process with no call adds zeros)."""
-        sums = self._sums if self._sums is not None else torch.zeros(size, device=device)
-        totals = torch.cat([sums, sums.new_tensor([self._weights, self._count])])
-        self.__init__()
-        if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-        *values, weights, count = totals.tolist()  # the one host sync
-        if count == 0:
-            return None
-        return [value / count for value in values], weights / count
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class Meter:
-    """Adds each `loss()` call's values (a 1-D float32 tensor) to every window opened on it."""
+    """Cumulative totals `(values..., weight, count)` of the `loss()` calls, in float64 on the model's device.
 
-    def __init__(self):
-        self._windows: list[Window] = []
+    Args:
+        size (`int`): How many values each call adds.
+        device (`callable`): The device of the model (where the totals live when nothing was added yet).
+    """
 
-    def window(self) -> Window:
-        """A new window: it counts the calls from now on."""
-        window = Window()
-        self._windows.append(window)
-        return window
+    def __init__(self, size: int, device: Callable[[], Optional[torch.device]]):
+        self.size, self._device = size, device
+        self._totals: Optional[torch.Tensor] = None
+        self._shared: Optional[tuple[Any, torch.Tensor]] = None  # (the pending sum over processes, its result)
+
+    def _zeros(self, device: Optional[torch.device]) -> torch.Tensor:
+        # float64 keeps differences of long-running totals exact; MPS has none (and runs one process)
+        dtype = torch.float32 if device is not None and torch.device(device).type == "mps" else torch.float64
+        return torch.zeros(self.size + 2, dtype=dtype, device=device)
 
     def add(self, values: torch.Tensor, weight: float) -> None:
-        for window in self._windows:
-            window.add(values, weight)
+        """Add one call's values (a 1-D tensor of `size`), its weight and 1 to the count."""
+        if self._totals is None:
+            self._totals = self._zeros(values.device)
+        self._totals += torch.cat([values.detach(), values.new_tensor([weight, 1.0])]).to(self._totals.dtype)
+
+    def totals(self) -> torch.Tensor:
+        """This process's totals."""
+        return self._totals if self._totals is not None else self._zeros(self._device())
+
+    def share(self) -> None:
+        """Start summing the totals over every process, without waiting. Every process must call it at the same
+        points, whatever it did since (a process without a `loss()` adds zeros)."""
+        snapshot = self.totals().clone()
+        work = dist.all_reduce(snapshot, op=dist.ReduceOp.SUM, async_op=True) if world_size() > 1 else None
+        self._shared = (work, snapshot)
+
+    def shared_totals(self) -> torch.Tensor:
+        """The totals over every process at the last `share()` (this process's own before any)."""
+        if self._shared is None:
+            return self.totals()
+        work, snapshot = self._shared
+        if work is not None:
+            work.wait()  # on a GPU a stream wait, no host sync
+        return snapshot
+
+    def window(self, *, shared: bool = False) -> Window:
+        """A new window on these totals; its first take covers the calls since the meter started. A shared window
+        reads `shared_totals()`."""
+        return Window(self, shared)
+
+
+class Window:
+    """The means over the `loss()` calls since the last `take()`."""
+
+    def __init__(self, meter: Meter, shared: bool):
+        self.meter, self.shared = meter, shared
+        self._seen: Optional[torch.Tensor] = None
+
+    def take(self, *, sync: bool) -> Optional[tuple[list[float], float]]:
+        """The mean of each value and of the weight since the last take; None without a `loss()` call. With `sync`
+        (and a window that is not shared), the means are over every process's calls: one all-reduce, which every
+        process joins whatever it did since its last take. A shared window's sum over processes was started by
+        `Meter.share()`: no collective here."""
+        current = self.meter.shared_totals() if self.shared else self.meter.totals()
+        seen = self._seen if self._seen is not None and self._seen.device == current.device else 0
+        delta, self._seen = current - seen, current.clone()
+        if sync and not self.shared and world_size() > 1:
+            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+        *values, weights, count = delta.tolist()  # the one host sync
+        if count == 0:
+            return None
+        return [value / count for value in values], weights / count

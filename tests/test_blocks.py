@@ -136,7 +136,8 @@ def test_explicit_layout_and_register_layout():
 
 def test_generic_fallback_on_a_transformers_decoder():
     """A transformers decoder is found through its single `layers` stack and trains with LayerSync."""
-    from transformers import LlamaConfig, LlamaModel
+    transformers = pytest.importorskip("transformers")
+    LlamaConfig, LlamaModel = transformers.LlamaConfig, transformers.LlamaModel
 
     config = LlamaConfig(
         vocab_size=32,
@@ -178,7 +179,8 @@ def test_unwraps_ddp_and_compile(tmp_path):
 @pytest.mark.parametrize("how", ["add_adapter", "get_peft_model"])
 def test_lora_weights_receive_the_layersync_gradient(how):
     """With PEFT LoRA (diffusers `add_adapter` or `get_peft_model`) the LoRA weights get the LayerSync gradient."""
-    from peft import LoraConfig, get_peft_model
+    peft = pytest.importorskip("peft")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
 
     model, inputs = build("Flux")
     model.requires_grad_(False)

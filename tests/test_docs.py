@@ -15,7 +15,12 @@ from layersync_hooks.integrations.accelerate import _WRAPPED
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
-PAGES = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+PAGES = [
+    README,
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "benchmarks" / "README.md",
+    ROOT / "configs" / "README.md",
+]
 
 
 def python_blocks(page: Path) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from helpers import HostSync, hook_calls, hook_count, reference_grad, training_step
-from tiny_models import build, prediction
+from tiny_models import build, enable_checkpointing, prediction
 
 import layersync_hooks.capture.engine as engine
 import layersync_hooks.loss as loss_module
@@ -63,7 +63,7 @@ def train_step(family, mode, stores):
     model, inputs = build(family)
     if mode != "none":
         function = MODES[mode]
-        model.enable_gradient_checkpointing(None if isinstance(function, str) else function)
+        enable_checkpointing(model, None if isinstance(function, str) else function)
     layersync = LayerSync(model, student_block=2, teacher_block=-2)
     stores.count = 0
     calls = hook_calls(model, layersync.student.path)
@@ -280,7 +280,7 @@ def test_internal_teacher_is_released_inside_the_forward(family):
 
 
 def test_internal_runner_report_keeps_nothing_on_other_processes(tmp_path):
-    """The runner's own report is written by the main process; the others open no window on LayerSync's sums (and
+    """The runner's own report is written by the main process; the others open no window on LayerSync's totals (and
     so never read them back from the device). The main process averages its micro-batches' terms, and its window
     leaves what `metrics()` reads untouched."""
     from layersync_hooks.integrations.accelerate import _Report
@@ -289,13 +289,14 @@ def test_internal_runner_report_keeps_nothing_on_other_processes(tmp_path):
     layersync = LayerSync(model, student_block=1, teacher_block=3)
     other = _Report(layersync, tmp_path / "other.jsonl", every=1, main=False)
     main = _Report(layersync, tmp_path / "main.jsonl", every=2, main=True)
-    assert other.window is None and len(layersync.meter._windows) == 2  # metrics() and the main report
+    assert other.window is None and main.window.shared
     terms = []
     for scale in (1.0, 0.5):
         prediction(model, dict(inputs, hidden_states=inputs["hidden_states"] * scale))
         terms.append(layersync.loss().item())
-        other.step()
-        main.step()
+        layersync.meter.share()  # the runner's backward, at each optimizer step
+        other.step(0)
+        main.step(0)
     assert not (tmp_path / "other.jsonl").exists()
     row = json.loads((tmp_path / "main.jsonl").read_text())
     assert row["layersync_loss"] == pytest.approx(sum(terms) / 2) and terms[0] != pytest.approx(terms[1])

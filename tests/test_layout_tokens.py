@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from tiny_models import TINY, build, prediction
+from tiny_models import TINY, build, enable_checkpointing, prediction
 
 from layersync_hooks import BlockCapture, BlockLayout, LayerSync
 from layersync_hooks.capture import list_blocks
@@ -167,8 +167,9 @@ class DenseAttention:
 
 
 def stream_of(output, element):
-    """The raw stream tensor of a block output, as this test understands the family."""
-    return output if element is None else output[element]
+    """The raw stream tensor of a block output, as this test understands the family (a tensor is the stream: Flux's
+    single blocks return one [text; image] tensor before diffusers 0.35, (text, image) after)."""
+    return output if element is None or isinstance(output, torch.Tensor) else output[element]
 
 
 def as_tokens(hidden, form):
@@ -219,7 +220,7 @@ def prepare(name, checkpointing):
         for block in model.visual_transformer_blocks:
             block.self_attention.processor = DenseAttention()
     if checkpointing:
-        model.enable_gradient_checkpointing(None if case.checkpointing == "default" else case.checkpointing)
+        enable_checkpointing(model, None if case.checkpointing == "default" else case.checkpointing)
     return case, model, inputs
 
 

@@ -71,3 +71,20 @@ def test_refused_classes_say_why_at_attach_time(class_name, reason):
         class_name, "up_blocks.0"
     )
     LayerSync(model, student_block=1, teacher_block=2, layout=BlockLayout(stacks=(stack,))).remove()
+
+
+@pytest.mark.parametrize(
+    "class_name,classes",
+    [
+        ("FluxTransformer2DModel", "FluxTransformerBlock,FluxSingleTransformerBlock"),
+        ("LTXVideoTransformer3DModel", "LTXVideoTransformerBlock"),  # no `_no_split_modules`: FSDP needs the name
+        ("UNet2DConditionModel", "BasicTransformerBlock"),
+    ],
+)
+def test_fsdp_wrap_prints_the_block_classes(class_name, classes, capsys):
+    """`layouts --fsdp-wrap CLASS` prints what accelerate's `fsdp_transformer_layer_cls_to_wrap` takes: the classes
+    of the layout's blocks, in depth order, each once; an unknown class is a usage error pointing to Python."""
+    assert main(["layouts", "--fsdp-wrap", class_name]) == 0
+    assert capsys.readouterr().out.strip() == classes
+    assert main(["layouts", "--fsdp-wrap", "NoSuchModel"]) == 2
+    assert "block_classes(model)" in capsys.readouterr().err

@@ -6,7 +6,7 @@ arguments a token rule reads, `compiled` refuses what torch.compile would silent
 holds every private torch call.
 """
 
-from .blocks import Block, describe, list_blocks, resolve, unwrap, wrappers
+from .blocks import Block, block_classes, describe, list_blocks, resolve, unwrap, wrappers
 from .engine import BlockCapture
 from .gates import any_forward, training_forward
 from .selection import Activation
@@ -15,6 +15,7 @@ __all__ = [
     "Activation",
     "Block",
     "BlockCapture",
+    "block_classes",
     "any_forward",
     "describe",
     "list_blocks",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from torch import nn
 
 from ..errors import BlockIndexError, UnknownModelError
-from ..layouts import BlockLayout, Stack
+from ..layouts import BlockLayout, Stack, layout_for
 
 # Wrapper classes whose `.module` is the model (DDP, DataParallel, FSDP1, DeepSpeed's engine).
 _MODULE_WRAPPERS = {"DistributedDataParallel", "DataParallel", "FullyShardedDataParallel", "DeepSpeedEngine"}
@@ -31,6 +31,8 @@ def wrappers(model: nn.Module) -> list[nn.Module]:
         elif _is_peft_model(model):
             model = model.get_base_model()
         else:
+            return chain
+        if any(model is seen for seen in chain):  # musubi-tuner's --compile sets `model._orig_mod = model`
             return chain
         chain.append(model)
 
@@ -79,6 +81,13 @@ def _block_lists(model: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
             children += [(f"{prefix}.{name}".lstrip("."), child) for name, child in named if child is not None]
         found = children
     return [(p, m) for p, m in found if isinstance(m, (nn.ModuleList, nn.Sequential))]
+
+
+def block_classes(model: nn.Module, layout: Optional[BlockLayout] = None) -> list[str]:
+    """The class names of a model's blocks, in depth order, each once: what FSDP wraps one by one
+    (`fsdp_transformer_layer_cls_to_wrap`, comma-joined). The layout defaults to the model's."""
+    blocks = list_blocks(model, layout if layout is not None else layout_for(model))
+    return list(dict.fromkeys(type(block.module).__name__ for block in blocks))
 
 
 def describe(blocks: Sequence[Block]) -> str:

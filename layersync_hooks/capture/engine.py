@@ -179,6 +179,7 @@ class BlockCapture:
             f"No training forward of {self._name} has run since the hooks were attached. (A model compiled whole "
             "with torch.compile before attaching never runs hooks added later.)"
         )
+        self._outside = 0  # block calls with gradients outside any call of the training module, since the last pop()
         self._copies: list[tuple[weakref.ref, int]] = []  # (a deep copy of a hooked module, the inert hook's id)
         self._handles: Optional[list] = self._register()
 
@@ -224,6 +225,8 @@ class BlockCapture:
 
     def _on_block_output(self, path, module, args, kwargs, output):
         record = self._open
+        if record is None and not self._paused and torch.is_grad_enabled() and not in_backward():
+            self._outside += 1  # a block run with gradients outside the training module's forward: told at pop()
         if record is None or record.stored is None or path in record.stored:
             return None  # not recording, or not the block's first call in this forward
         picker = self._pickers.get(path)
@@ -293,11 +296,17 @@ class BlockCapture:
             why = self._why_none
             if self._open is not None:
                 why = f"The forward of {self._name} has not returned yet (or an exception stopped it)."
+            if self._outside:
+                why += (
+                    f" Its blocks ran {self._outside} times with gradients outside any call of {self._name}: a "
+                    "pipeline engine, or a training loop that calls the blocks itself, runs them. Pass "
+                    "`training_module=` the module whose forward runs them."
+                )
             raise MissingActivationsError(
                 f"No activations from {names} to take. {why} Run the model's training forward before "
                 "taking them (`LayerSync.loss()`, `BlockCapture.pop()`), once per backward."
             )
-        records, self._records = self._records, []
+        records, self._records, self._outside = self._records, [], 0
         self._why_none = "Its activations were already used since the last training forward."
         return [self._taken(record) for record in records]
 

@@ -11,7 +11,7 @@ Four things the capture needs have no public torch API:
 - and, for an error message only, whether Dynamo broke a graph on the hooks' stores under checkpointing (its
   graph-break counters).
 
-A private call does each, present from torch 2.4 (the oldest this package supports) to 2.14 (the newest tested).
+A private call does each; the package is tested with torch 2.13 (its declared floor) and 2.14.
 
 And one private structure, the module hook dicts (`_forward_hooks` and friends): a hook copied with its model
 (`copy.deepcopy`, pickling) removes itself from the copy's dicts, since no public handle exists for the copy.
@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import LayerSyncError
 
-TESTED_TORCH = "2.4 to 2.14"
+TESTED_TORCH = "2.13 and 2.14"
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", None)
 

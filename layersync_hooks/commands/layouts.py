@@ -15,8 +15,9 @@ from typing import Optional
 
 import torch
 
-from ..capture import list_blocks
+from ..capture import block_classes, list_blocks
 from ..config import LayerSyncConfig
+from ..errors import UsageError
 from ..layouts import LAYOUTS, RELEASED, TRAINERS, BlockLayout, Released
 from ..pairs import recommend_pair
 
@@ -60,9 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the trainers' classes as the table docs/supported-models.md carries",
     )
+    parser.add_argument(
+        "--fsdp-wrap",
+        metavar="CLASS",
+        help="print the block classes of a diffusers model class, for accelerate's fsdp_transformer_layer_cls_to_wrap",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fsdp_wrap:
+        print(fsdp_wrap(args.fsdp_wrap))
+        return 0
     rows = layout_rows()
     if args.presets:
         print(presets_markdown(rows))
@@ -101,6 +110,23 @@ def block_counts(name: str, layout: BlockLayout, released: Released) -> list:
     with torch.device("meta"):
         blocks = list_blocks(cls(**(released.config or {})), layout)
     return [(stack, sum(block.stack is stack for block in blocks)) for stack in layout.stacks]
+
+
+def fsdp_wrap(name: str) -> str:
+    """`FluxTransformerBlock,FluxSingleTransformerBlock`: the classes of a model class's blocks, in depth order, as
+    accelerate's `fsdp_transformer_layer_cls_to_wrap` takes them (the class built on the meta device)."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    layout = LAYOUTS.get(name)
+    if not isinstance(cls, type) or layout is None or layout.unsupported is not None:
+        raise UsageError(
+            f"--fsdp-wrap takes a diffusers class of the layout table, got {name!r}. For any other model, in Python: "
+            "`layersync_hooks.capture.block_classes(model)` (`layersync-hooks layouts` lists the classes)."
+        )
+    released = RELEASED.get(name, (Released("default config"),))[0]
+    with torch.device("meta"):
+        return ",".join(block_classes(cls(**(released.config or {})), layout))
 
 
 def describe_tokens(stack) -> str:

@@ -23,6 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
+
 from ..config import KEYS, LayerSyncConfig
 from ..errors import LayerSyncError, UsageError
 from ..flags import add_arguments as add_layersync_flags
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_file is not None:  # before the script loads anything; a default path is checked at attach
         check_metrics_file(Path(args.metrics_file))
     auto = AutoAttach(config, module=args.align_module, report_every=args.report_every, metrics_file=args.metrics_file,
-                      output_dir=_output_dir(script_argv[1:]))  # fmt: skip
+                      output_dir=_output_dir(script_argv[1:]) or _job_folder(script_argv[1:]))  # fmt: skip
     return run_script(script, script_argv[1:], auto)
 
 
@@ -97,6 +99,20 @@ def _output_dir(script_args: Sequence[str]) -> Optional[str]:
             if word.startswith(flag + "="):
                 return word.split("=", 1)[1]
     return None
+
+
+def _job_folder(script_args: Sequence[str]) -> Optional[str]:
+    """ai-toolkit's output folder (`run.py job.yaml`): `<training_folder>/<name>` of the job's first process, where
+    it writes the LoRA; not its checkout, where it is launched from."""
+    path = Path(script_args[0]) if script_args else None
+    if path is None or path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
+        return None
+    try:
+        job = yaml.safe_load(path.read_text(encoding="utf-8"))
+        folder, name = job["config"]["process"][0]["training_folder"], job["config"]["name"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None  # not an ai-toolkit job: the default folders apply
+    return os.path.join(str(folder), str(name)) if isinstance(folder, str) and isinstance(name, str) else None
 
 
 def run_script(script: Path, script_args: Sequence[str], auto: AutoAttach) -> int:

@@ -84,7 +84,13 @@ LONGCAT_TARGET = Marked("img_ids", value=1, column=0)
 
 LAYOUTS: dict[str, BlockLayout] = {
     # -- joint-attention MMDiTs: blocks return (encoder_hidden_states, hidden_states) -----------------------------
-    "FluxTransformer2DModel": _stacks("transformer_blocks", "single_transformer_blocks", output=1, rule=FLUX_TARGET),
+    "FluxTransformer2DModel": BlockLayout(
+        stacks=(
+            Stack("transformer_blocks", output=1, rule=FLUX_TARGET),
+            # (text, image) from diffusers 0.35 on; before, one [text; image] tensor (the image tokens last either way)
+            Stack("single_transformer_blocks", output=1, rule=Last(IMAGE, then=FLUX_TARGET)),
+        )
+    ),
     "Flux2Transformer2DModel": BlockLayout(
         stacks=(
             Stack("transformer_blocks", output=1, rule=FLUX_TARGET),

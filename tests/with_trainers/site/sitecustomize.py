@@ -1,0 +1,91 @@
+"""Test-only changes that let the trainers' unmodified scripts run on this CPU machine, applied from outside.
+
+Put this folder first on `PYTHONPATH` and Python imports this file at start-up in every process (`accelerate
+launch`'s launcher and each worker alike). It changes modules only when they are imported, through an import hook,
+so a process that never imports them pays nothing:
+
+- CPU work-arounds (always):
+  - `musubi_tuner.wan.modules.t5` evaluates `torch.cuda.current_device()` as a default argument at import, which
+    raises without a GPU: while that one module runs, `current_device` answers 0.
+  - accelerate wraps every prepared module in DistributedDataParallel on several CPU processes (MULTI_CPU), even a
+    frozen one, which DDP refuses ("DistributedDataParallel is not needed when a module doesn't have any parameter
+    that requires a gradient"); on GPUs it skips such modules. `prepare_model` skips them on CPUs too.
+- Tiny models (only with `LAYERSYNC_TINY_TRAINERS=1`): the trainers' config tables are shrunk to `tiny_dims`, so
+  that the weight files written by `tiny_files` load into them.
+
+None of this is part of layersync_hooks; the trainers' files are never edited.
+"""
+
+import importlib.abc
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_dims, beside this file
+import tiny_dims  # noqa: E402
+
+
+def _current_device_zero(module_name):
+    import torch
+
+    original = torch.cuda.current_device
+    if torch.cuda.is_available():
+        return None
+    torch.cuda.current_device = lambda: 0
+    return lambda: setattr(torch.cuda, "current_device", original)
+
+
+def _skip_ddp_for_frozen_modules_on_cpu(module):
+    from accelerate.utils import DistributedType
+
+    original = module.Accelerator.prepare_model
+
+    def prepare_model(self, model, device_placement=None, evaluation_mode=False):
+        frozen = not any(p.requires_grad for p in model.parameters())
+        if self.distributed_type == DistributedType.MULTI_CPU and frozen:
+            evaluation_mode = True  # as accelerate does on GPUs: no DDP for a module with nothing to train
+        return original(self, model, device_placement=device_placement, evaluation_mode=evaluation_mode)
+
+    prepare_model.__wrapped__ = original
+    module.Accelerator.prepare_model = prepare_model
+
+
+def _shrink_musubi_wan(module):
+    for config in module.WAN_CONFIGS.values():
+        config.update(tiny_dims.MUSUBI_WAN)
+
+
+BEFORE = {"musubi_tuner.wan.modules.t5": _current_device_zero}
+AFTER = {"accelerate.accelerator": _skip_ddp_for_frozen_modules_on_cpu}
+if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
+    AFTER["musubi_tuner.wan.configs"] = _shrink_musubi_wan
+
+
+class _ImportHook(importlib.abc.MetaPathFinder):
+    """Runs BEFORE[name]() before and AFTER[name](module) after the module `name` executes, once each."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in BEFORE and name not in AFTER:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                execute = spec.loader.exec_module
+                spec.loader.exec_module = lambda module, execute=execute: self._run(name, execute, module)
+                return spec
+        return None
+
+    @staticmethod
+    def _run(name, execute, module):
+        undo = BEFORE.pop(name)(name) if name in BEFORE else None
+        try:
+            execute(module)
+        finally:
+            if undo is not None:
+                undo()
+        if name in AFTER:
+            AFTER.pop(name)(module)
+
+
+sys.meta_path.insert(0, _ImportHook())

@@ -80,7 +80,83 @@ def musubi_wan(folder: Path) -> dict:
     return {"dit": str(dit), "dataset_config": str(toml)}
 
 
-WRITERS = {"musubi-wan": musubi_wan}
+T5_TOKENS = 16  # sd-scripts: `--t5xxl_max_token_length 16`
+
+
+def _tokenizers(folder: Path) -> Path:
+    """Tiny CLIP-L and T5 tokenizers where sd-scripts' `--tokenizer_cache_dir` looks for them (no hub here): a
+    character-level CLIP BPE and a Unigram T5 over the same characters."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPTokenizer, T5TokenizerFast
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c: 2 + i for i, c in enumerate(chars)}}
+    vocab.update({f"{c}</w>": len(vocab) + i for i, c in enumerate(chars)})
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(
+        folder / "openai_clip-vit-large-patch14"
+    )
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [
+        (c, -2.0) for c in map(chr, range(33, 127))
+    ]
+    t5 = Tokenizer(models.Unigram(pieces, unk_id=2))
+    t5.pre_tokenizer = pre_tokenizers.Metaspace()
+    t5.save(str(folder / "t5.json"))
+    T5TokenizerFast(tokenizer_file=str(folder / "t5.json"), extra_ids=0).save_pretrained(folder / "google_t5-v1_1-xxl")
+    return folder
+
+
+def sd_scripts_flux(folder: Path) -> dict:
+    """sd-scripts, FLUX.1 dev (`flux_train_network.py`): DiT, CLIP-L, T5-XXL and AE files, tokenizers, images with
+    their latent and text-encoder caches (`--cache_latents_to_disk --cache_text_encoder_outputs_to_disk`), TOML."""
+    import numpy as np
+    from library import flux_models, flux_utils
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    torch.manual_seed(0)
+    double, single = tiny_dims.SD_FLUX_BLOCKS
+    params = flux_models.configs["dev"].params  # shrunk by sitecustomize (LAYERSYNC_TINY_TRAINERS=1)
+    flux = flux_models.Flux(type(params)(**{**params.__dict__, "depth": double, "depth_single_blocks": single}))
+    _redraw_zeros(flux)
+    files = {"dit": folder / "flux1-dev-tiny.safetensors", "clip_l": folder / "clip_l-tiny.safetensors",
+             "t5xxl": folder / "t5xxl-tiny.safetensors", "ae": folder / "ae-tiny.safetensors"}  # fmt: skip
+    save_file({k: v.contiguous() for k, v in flux.state_dict().items()}, files["dit"])
+    # The loaders build the text encoders on the meta device from their own configs: the same configs, real weights.
+    clip = CLIPTextModel(flux_utils.load_clip_l(None, torch.float32, "cpu", state_dict={}).config)
+    t5 = T5EncoderModel(flux_utils.load_t5xxl(None, torch.float32, "cpu", state_dict={}).config)
+    ae = flux_models.AutoEncoder(flux_models.configs["dev"].ae_params)
+    for name, model in (("clip_l", clip), ("t5xxl", t5), ("ae", ae)):
+        save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, files[name])  # tied: cloned
+
+    images = folder / "images"
+    generator = torch.Generator().manual_seed(1)
+    clip_dim, t5_dim = tiny_dims.SD_CLIP_L["hidden_size"], tiny_dims.SD_T5XXL["d_model"]
+    for i, key in enumerate(_images(images)):
+        latents = torch.randn(16, SIZE // 8, SIZE // 8, generator=generator)
+        np.savez(images / f"{key}_{SIZE:04d}x{SIZE:04d}_flux.npz", latents_8x8=latents.numpy(),
+                 original_size_8x8=np.array([SIZE, SIZE]), crop_ltrb_8x8=np.array([0, 0, SIZE, SIZE]))  # fmt: skip
+        mask = (torch.arange(T5_TOKENS) < 5 + 3 * i).to(torch.int64)  # uneven caption lengths
+        np.savez(images / f"{key}_flux_te.npz", l_pooled=torch.randn(clip_dim, generator=generator).numpy(),
+                 t5_out=torch.randn(T5_TOKENS, t5_dim, generator=generator).numpy(),
+                 txt_ids=np.zeros((T5_TOKENS, 3), dtype=np.float32), t5_attn_mask=mask.numpy(),
+                 apply_t5_attn_mask=False)  # fmt: skip
+    toml = folder / "dataset.toml"
+    toml.write_text(
+        f'[general]\ncaption_extension = ".txt"\n\n[[datasets]]\nresolution = {SIZE}\nbatch_size = 1\n'
+        f'enable_bucket = false\n\n  [[datasets.subsets]]\n  image_dir = "{images}"\n  num_repeats = 1\n'
+    )
+    tokenizers = _tokenizers(folder / "tokenizers")
+    return {
+        **{k: str(v) for k, v in files.items()},
+        "dataset_config": str(toml),
+        "tokenizer_cache_dir": str(tokenizers),
+    }
+
+
+WRITERS = {"musubi-wan": musubi_wan, "sd-scripts-flux": sd_scripts_flux}
 
 if __name__ == "__main__":
     trainer, out = sys.argv[1], Path(sys.argv[2])

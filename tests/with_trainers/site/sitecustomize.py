@@ -54,10 +54,27 @@ def _shrink_musubi_wan(module):
         config.update(tiny_dims.MUSUBI_WAN)
 
 
+def _shrink_sd_flux(module):
+    from dataclasses import replace
+
+    for name, spec in module.configs.items():
+        params, ae = replace(spec.params, **tiny_dims.SD_FLUX), replace(spec.ae_params, **tiny_dims.SD_FLUX_AE)
+        module.configs[name] = replace(spec, params=params, ae_params=ae)
+
+
+def _shrink_sd_text_encoders(module):
+    """`load_clip_l` / `load_t5xxl` build their models from `CLIPConfig(**a dict)` / `T5Config(**a dict)`."""
+    clip, t5 = module.CLIPConfig, module.T5Config
+    module.CLIPConfig = lambda **config: clip(**{**config, **tiny_dims.SD_CLIP_L})
+    module.T5Config = lambda **config: t5(**{**config, **tiny_dims.SD_T5XXL})
+
+
 BEFORE = {"musubi_tuner.wan.modules.t5": _current_device_zero}
 AFTER = {"accelerate.accelerator": _skip_ddp_for_frozen_modules_on_cpu}
 if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
     AFTER["musubi_tuner.wan.configs"] = _shrink_musubi_wan
+    AFTER["library.flux_models"] = _shrink_sd_flux
+    AFTER["library.flux_utils"] = _shrink_sd_text_encoders
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):

@@ -1,0 +1,39 @@
+"""Where the trainers are: checkouts named by environment variables, each with the interpreter of its own environment.
+
+- `MUSUBI_TUNER_SRC` / `SD_SCRIPTS_SRC` / `AI_TOOLKIT_SRC`: a checkout of kohya-ss/musubi-tuner, kohya-ss/sd-scripts,
+  ostris/ai-toolkit. Unset: the tests that need it are skipped.
+- `MUSUBI_TUNER_PYTHON` / `SD_SCRIPTS_PYTHON` / `AI_TOOLKIT_PYTHON`: the interpreter of the environment that has the
+  trainer's requirements (README.md here); unset: this interpreter.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import runs
+
+TRAINERS = {"musubi": "MUSUBI_TUNER", "sd-scripts": "SD_SCRIPTS", "ai-toolkit": "AI_TOOLKIT"}
+
+
+def checkout(trainer: str) -> tuple[str, Path]:
+    """(python, source) of `trainer`, or a skip naming the variable to set."""
+    prefix = TRAINERS[trainer]
+    source = os.environ.get(f"{prefix}_SRC")
+    if not source:
+        pytest.skip(f"{prefix}_SRC is not set (a checkout of {trainer}; see tests/with_trainers/README.md)")
+    return os.environ.get(f"{prefix}_PYTHON", sys.executable), Path(source)
+
+
+@pytest.fixture(scope="session")
+def musubi_wan(tmp_path_factory) -> runs.TrainerRun:
+    """musubi-tuner's Wan 2.1 LoRA script with its tiny DiT and cache (written once per session)."""
+    python, source = checkout("musubi")
+    return runs.musubi_wan(python, source, tmp_path_factory.mktemp("musubi-wan-files"))
+
+
+@pytest.fixture(scope="session")
+def sd_scripts_flux(tmp_path_factory) -> runs.TrainerRun:
+    """sd-scripts' FLUX.1 LoRA script with its tiny models, tokenizers and caches (written once per session)."""
+    python, source = checkout("sd-scripts")
+    return runs.sd_scripts_flux(python, source, tmp_path_factory.mktemp("sd-scripts-flux-files"))

@@ -1,0 +1,132 @@
+"""The trainers' unmodified training scripts as runs a test can launch: the command line, the environment and the
+output folder of each, in one object, so that the same run can be launched plainly, under `layersync-hooks run`, on
+1 or 2 CPU processes.
+
+Each trainer runs in its own Python environment (its pinned diffusers/accelerate/transformers): `python` is that
+environment's interpreter. Nothing here imports the trainers; `tiny_files.py` runs inside their environments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SITE = HERE / "site"  # sitecustomize: the CPU work-arounds and the tiny config tables
+REPO = HERE.parents[1]  # layersync_hooks, importable by the runner in the trainer's environment
+LORA_FILE = "tiny.safetensors"  # every run's `--output_name tiny`
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class TrainerRun:
+    """One trainer script with its arguments, ready to launch.
+
+    Attributes:
+        python: The trainer environment's interpreter.
+        source: Where the trainer's package is importable from (put on `PYTHONPATH`, as its editable install would).
+        script: The training script, unmodified.
+        args: The script's arguments, without `--output_dir` / `--logging_dir` (see `launch`).
+        env: The environment the script needs on top of the caller's.
+    """
+
+    python: str
+    source: Path
+    script: Path
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        path = os.pathsep.join([str(SITE), str(self.source), str(REPO)])
+        return {**os.environ, "PYTHONPATH": path, "LAYERSYNC_TINY_TRAINERS": "1", "OMP_NUM_THREADS": "1",
+                "ACCELERATE_USE_CPU": "1", **self.env}  # fmt: skip
+
+    def command(self, output_dir: Path, processes: int = 1, runner: list[str] | None = None) -> list[str]:
+        """`accelerate launch [--multi_gpu --num_processes 2] [-m layersync_hooks run RUNNER --] SCRIPT ARGS`."""
+        launch = [self.python, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+                  "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]  # fmt: skip
+        if processes > 1:  # MULTI_CPU (gloo) with ACCELERATE_USE_CPU=1; `--cpu --num_processes 2` would run one
+            launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
+        else:
+            launch += ["--num_processes", "1"]
+        if runner is not None:
+            launch += ["-m", "layersync_hooks", "run", *runner, "--"]
+        outputs = ["--output_dir", str(output_dir), "--logging_dir", str(output_dir / "logs")]
+        return [*launch, str(self.script), *self.args, *outputs]
+
+    def launch(self, output_dir: Path, processes: int = 1, runner: list[str] | None = None, extra: tuple = (),
+               timeout: int = 600) -> Launched:  # fmt: skip
+        """Run to the end; the output (stdout and stderr) is kept in `output_dir/launch.log`."""
+        output_dir.mkdir(parents=True, exist_ok=True)
+        command = self.command(output_dir, processes, runner) + list(extra)
+        started = time.perf_counter()
+        done = subprocess.run(command, env=self.environment(), capture_output=True, text=True, timeout=timeout,
+                              cwd=output_dir)  # fmt: skip
+        seconds = time.perf_counter() - started
+        (output_dir / "launch.log").write_text(" ".join(command) + "\n\n" + done.stdout + done.stderr)
+        return Launched(done.returncode, done.stdout + done.stderr, output_dir, seconds)
+
+
+@dataclass
+class Launched:
+    returncode: int
+    output: str
+    output_dir: Path
+    seconds: float
+
+    @property
+    def lora(self) -> Path:
+        return self.output_dir / LORA_FILE
+
+    def tail(self, characters: int = 4000) -> str:
+        return self.output[-characters:]
+
+
+def write_tiny_files(python: str, importable: Path, trainer: str, folder: Path) -> dict[str, str]:
+    """Run `tiny_files.py TRAINER FOLDER` in the trainer's environment, its package importable from `importable`;
+    returns the paths it wrote."""
+    run = TrainerRun(python, importable, HERE / "tiny_files.py", [])
+    done = subprocess.run([python, str(HERE / "tiny_files.py"), trainer, str(folder)], env=run.environment(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"tiny_files.py {trainer} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+STEPS = ["--max_train_steps", "4", "--seed", "42", "--max_data_loader_n_workers", "0", "--output_name", "tiny"]
+
+
+def musubi_wan(python: str, source: Path, folder: Path) -> TrainerRun:
+    """musubi-tuner's `wan_train_network.py` (Wan 2.1 T2V 1.3B LoRA) on the tiny DiT and cache, as its docs launch
+    it, less what a CPU cannot do (`--fp8_base`, bf16, 8-bit AdamW)."""
+    files = write_tiny_files(python, source / "src", "musubi-wan", folder)
+    args = ["--task", "t2v-1.3B", "--dit", files["dit"], "--dataset_config", files["dataset_config"], "--sdpa",
+            "--mixed_precision", "no", "--optimizer_type", "adamw", "--learning_rate", "1e-3",
+            "--network_module", "networks.lora_wan", "--network_dim", "4", "--timestep_sampling", "shift",
+            "--discrete_flow_shift", "3.0", *STEPS]  # fmt: skip
+    return TrainerRun(python, source / "src", source / "wan_train_network.py", args)
+
+
+def sd_scripts_flux(python: str, source: Path, folder: Path) -> TrainerRun:
+    """sd-scripts' `flux_train_network.py` (FLUX.1 dev LoRA on the DiT and CLIP-L) on the tiny models and caches, as
+    its docs launch it, less what a CPU cannot do (fp16, 8-bit AdamW, block swap)."""
+    files = write_tiny_files(python, source, "sd-scripts-flux", folder)
+    args = ["--pretrained_model_name_or_path", files["dit"], "--clip_l", files["clip_l"], "--t5xxl", files["t5xxl"],
+            "--ae", files["ae"], "--dataset_config", files["dataset_config"],
+            "--tokenizer_cache_dir", files["tokenizer_cache_dir"], "--t5xxl_max_token_length", "16",
+            "--save_model_as", "safetensors", "--network_module", "networks.lora_flux", "--network_dim", "4",
+            "--network_alpha", "1", "--learning_rate", "1e-3", "--optimizer_type", "AdamW", "--lr_scheduler",
+            "constant", "--sdpa", "--mixed_precision", "no", "--guidance_scale", "1.0", "--timestep_sampling",
+            "flux_shift", "--model_prediction_type", "raw", "--cache_text_encoder_outputs",
+            "--cache_text_encoder_outputs_to_disk", "--cache_latents", "--cache_latents_to_disk", *STEPS]  # fmt: skip
+    return TrainerRun(python, source, source / "flux_train_network.py", args)

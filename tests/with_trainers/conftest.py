@@ -37,3 +37,10 @@ def sd_scripts_flux(tmp_path_factory) -> runs.TrainerRun:
     """sd-scripts' FLUX.1 LoRA script with its tiny models, tokenizers and caches (written once per session)."""
     python, source = checkout("sd-scripts")
     return runs.sd_scripts_flux(python, source, tmp_path_factory.mktemp("sd-scripts-flux-files"))
+
+
+@pytest.fixture(scope="session")
+def ai_toolkit_flux(tmp_path_factory) -> runs.TrainerRun:
+    """ai-toolkit's `run.py` with a tiny FLUX.1 LoRA job (its pipeline folder written once per session)."""
+    python, source = checkout("ai-toolkit")
+    return runs.ai_toolkit_flux(python, source, tmp_path_factory.mktemp("ai-toolkit-flux-files"))

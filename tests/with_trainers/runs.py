@@ -78,6 +78,20 @@ class TrainerRun:
 
 
 @dataclass
+class AiToolkitRun(TrainerRun):
+    """ai-toolkit's `python run.py CONFIG`: one process, no `accelerate launch`; the job's YAML (`args[0]`, with
+    `{output}` where its `training_folder` goes) is written into the output folder at launch."""
+
+    def command(self, output_dir: Path, processes: int = 1, runner: list[str] | None = None) -> list[str]:
+        if processes != 1:
+            raise ValueError("ai-toolkit's run.py runs one process (its docs launch it with python, not accelerate).")
+        config = output_dir / "job.yaml"
+        config.write_text(Path(self.args[0]).read_text().replace("{output}", str(output_dir)))
+        launch = [self.python] if runner is None else [self.python, "-m", "layersync_hooks", "run", *runner, "--"]
+        return [*launch, str(self.script), str(config)]
+
+
+@dataclass
 class Launched:
     returncode: int
     output: str
@@ -86,7 +100,8 @@ class Launched:
 
     @property
     def lora(self) -> Path:
-        return self.output_dir / LORA_FILE
+        found = sorted(self.output_dir.glob(f"**/{LORA_FILE}")) or sorted(self.output_dir.glob("*/*.safetensors"))
+        return found[0] if found else self.output_dir / LORA_FILE
 
     def tail(self, characters: int = 4000) -> str:
         return self.output[-characters:]
@@ -130,3 +145,10 @@ def sd_scripts_flux(python: str, source: Path, folder: Path) -> TrainerRun:
             "flux_shift", "--model_prediction_type", "raw", "--cache_text_encoder_outputs",
             "--cache_text_encoder_outputs_to_disk", "--cache_latents", "--cache_latents_to_disk", *STEPS]  # fmt: skip
     return TrainerRun(python, source, source / "flux_train_network.py", args)
+
+
+def ai_toolkit_flux(python: str, source: Path, folder: Path) -> TrainerRun:
+    """ai-toolkit's `run.py` with a FLUX.1 LoRA job (its config/examples/train_lora_flux_24gb.yaml, less what a CPU
+    cannot do: cuda, bf16, quantization, 8-bit AdamW, EMA, sampling) on a tiny FLUX.1 pipeline folder."""
+    files = write_tiny_files(python, source, "ai-toolkit-flux", folder)
+    return AiToolkitRun(python, source, source / "run.py", [files["config"]])

@@ -1,7 +1,9 @@
-"""The trainers' own training scripts, unmodified, train a tiny LoRA on this CPU machine on 1 and 2 processes.
+"""The trainers' own training scripts, unmodified, train a tiny LoRA on this CPU machine on 1 and 2 processes
+(ai-toolkit: its `python run.py`, one process).
 
 This is the ground the runner's comparisons stand on: the same runs launched under `layersync-hooks run` and with
-LayerSync added by hand (see README.md). Skipped unless MUSUBI_TUNER_SRC / SD_SCRIPTS_SRC name checkouts.
+LayerSync added by hand (see README.md). Skipped unless MUSUBI_TUNER_SRC / SD_SCRIPTS_SRC / AI_TOOLKIT_SRC name
+checkouts.
 """
 
 import pytest
@@ -12,10 +14,11 @@ RUNS = ["musubi_wan", "sd_scripts_flux"]
 
 
 def assert_trained(launched):
-    """The run ended with code 0 and saved a LoRA whose up-projections (zero at the start) moved, all finite."""
+    """The run ended with code 0 and saved a LoRA whose up-projections (zero at the start: kohya's `lora_up`,
+    ai-toolkit's saved `lora_B`) moved, all finite."""
     assert launched.returncode == 0, launched.tail()
     weights = load_file(launched.lora)
-    ups = [tensor for name, tensor in weights.items() if "lora_up" in name]
+    ups = [tensor for name, tensor in weights.items() if "lora_up" in name or "lora_B" in name]
     assert ups and all(torch.isfinite(tensor).all() for tensor in weights.values())
     assert any(tensor.abs().max() > 0 for tensor in ups)
 
@@ -45,3 +48,9 @@ def test_the_same_run_twice_ends_with_the_same_lora(name, request, tmp_path):
     assert_trained(second)
     a, b = load_file(first.lora), load_file(second.lora)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ai_toolkit_run_py_trains_a_flux_lora(ai_toolkit_flux, tmp_path):
+    """`python run.py job.yaml` (gradient checkpointing on, as in its example) trains the tiny FLUX.1 LoRA."""
+    assert_trained(ai_toolkit_flux.launch(tmp_path))

@@ -83,20 +83,27 @@ def musubi_wan(folder: Path) -> dict:
 T5_TOKENS = 16  # sd-scripts: `--t5xxl_max_token_length 16`
 
 
+def _byte_characters() -> list[str]:
+    """The 256 printable characters byte-level BPE (GPT-2, CLIP) writes bytes as."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]  # fmt: skip
+    others = [b for b in range(256) if b not in printable]
+    return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(others))]
+
+
 def _tokenizers(folder: Path) -> Path:
     """Tiny CLIP-L and T5 tokenizers where sd-scripts' `--tokenizer_cache_dir` looks for them (no hub here): a
     character-level CLIP BPE and a Unigram T5 over the same characters."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import CLIPTokenizer, T5TokenizerFast
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(bytes_to_unicode().values())
+    chars = _byte_characters()
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c: 2 + i for i, c in enumerate(chars)}}
     vocab.update({f"{c}</w>": len(vocab) + i for i, c in enumerate(chars)})
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77).save_pretrained(
         folder / "openai_clip-vit-large-patch14"
     )
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [
@@ -105,7 +112,8 @@ def _tokenizers(folder: Path) -> Path:
     t5 = Tokenizer(models.Unigram(pieces, unk_id=2))
     t5.pre_tokenizer = pre_tokenizers.Metaspace()
     t5.save(str(folder / "t5.json"))
-    T5TokenizerFast(tokenizer_file=str(folder / "t5.json"), extra_ids=0).save_pretrained(folder / "google_t5-v1_1-xxl")
+    t5 = T5TokenizerFast(tokenizer_file=str(folder / "t5.json"), extra_ids=0, model_max_length=512)
+    t5.save_pretrained(folder / "google_t5-v1_1-xxl")
     return folder
 
 
@@ -156,7 +164,90 @@ def sd_scripts_flux(folder: Path) -> dict:
     }
 
 
-WRITERS = {"musubi-wan": musubi_wan, "sd-scripts-flux": sd_scripts_flux}
+def ai_toolkit_flux(folder: Path) -> dict:
+    """ai-toolkit, FLUX.1 dev LoRA (`python run.py config.yaml`): a tiny FLUX.1 pipeline folder in diffusers' format
+    (what `name_or_path` names), images with captions, and the job's YAML (CPU, float32, no quantization, no
+    sampling)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+
+    torch.manual_seed(0)
+    dims = tiny_dims.AI_TOOLKIT_FLUX
+    transformer = FluxTransformer2DModel(**dims["transformer"])
+    _redraw_zeros(transformer)
+    vae = AutoencoderKL(**dims["vae"])
+    clip = CLIPTextModel(CLIPTextConfig(**dims["clip"]))
+    t5 = T5EncoderModel(T5Config(**dims["t5"]))
+    tokenizers = _tokenizers(folder / "tokenizers")
+    clip_tokenizer = CLIPTokenizer.from_pretrained(tokenizers / "openai_clip-vit-large-patch14")
+    t5_tokenizer = T5TokenizerFast.from_pretrained(tokenizers / "google_t5-v1_1-xxl")
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tokenizer, text_encoder_2=t5,
+                        tokenizer_2=t5_tokenizer, transformer=transformer)  # fmt: skip
+    pipe.save_pretrained(folder / "FLUX.1-dev-tiny")
+    _images(folder / "images")
+    config = folder / "flux_lora.yaml"
+    config.write_text(AI_TOOLKIT_FLUX_YAML.format(model=folder / "FLUX.1-dev-tiny", images=folder / "images"))
+    return {"model": str(folder / "FLUX.1-dev-tiny"), "config": str(config)}
+
+
+# config/examples/train_lora_flux_24gb.yaml, less what a CPU cannot do (cuda, bf16, quantize, 8-bit AdamW, EMA,
+# sampling), for 4 steps at 64x64. `training_folder` is set by the test (`{output}` is replaced).
+AI_TOOLKIT_FLUX_YAML = """---
+job: extension
+config:
+  name: "tiny_flux_lora"
+  process:
+    - type: 'sd_trainer'
+      training_folder: "{{output}}"
+      device: cpu
+      network:
+        type: "lora"
+        linear: 4
+        linear_alpha: 4
+      save:
+        dtype: float32
+        save_every: 1000
+        max_step_saves_to_keep: 1
+      datasets:
+        - folder_path: "{images}"
+          caption_ext: "txt"
+          caption_dropout_rate: 0.0
+          cache_latents_to_disk: true
+          resolution: [ 64 ]
+      train:
+        batch_size: 1
+        steps: 4
+        gradient_accumulation_steps: 1
+        train_unet: true
+        train_text_encoder: false
+        gradient_checkpointing: true
+        noise_scheduler: "flowmatch"
+        optimizer: "adamw"
+        lr: 1e-3
+        dtype: fp32
+        disable_sampling: true
+        skip_first_sample: true
+      model:
+        name_or_path: "{model}"
+        is_flux: true
+        quantize: false
+      sample:
+        sampler: "flowmatch"
+        sample_every: 1000
+        width: 64
+        height: 64
+        prompts:
+          - "a tiny test picture"
+        seed: 42
+        guidance_scale: 4
+        sample_steps: 2
+meta:
+  name: "[name]"
+  version: '1.0'
+"""
+
+WRITERS = {"musubi-wan": musubi_wan, "sd-scripts-flux": sd_scripts_flux, "ai-toolkit-flux": ai_toolkit_flux}
 
 if __name__ == "__main__":
     trainer, out = sys.argv[1], Path(sys.argv[2])

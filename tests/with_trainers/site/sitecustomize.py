@@ -7,6 +7,9 @@ so a process that never imports them pays nothing:
 - CPU work-arounds (always):
   - `musubi_tuner.wan.modules.t5` evaluates `torch.cuda.current_device()` as a default argument at import, which
     raises without a GPU: while that one module runs, `current_device` answers 0.
+  - ai-toolkit imports every model family at start-up, and OmniGen2's triton layer norm asks
+    `torch.cuda.get_device_properties(torch.cuda.current_device())` at import: while it runs, a device 0 without
+    properties (its code then uses its default warp size).
   - accelerate wraps every prepared module in DistributedDataParallel on several CPU processes (MULTI_CPU), even a
     frozen one, which DDP refuses ("DistributedDataParallel is not needed when a module doesn't have any parameter
     that requires a gradient"); on GPUs it skips such modules. `prepare_model` skips them on CPUs too.
@@ -32,6 +35,21 @@ def _current_device_zero(module_name):
         return None
     torch.cuda.current_device = lambda: 0
     return lambda: setattr(torch.cuda, "current_device", original)
+
+
+def _no_gpu_properties(module_name):
+    """`torch.cuda.get_device_properties(torch.cuda.current_device())` at import: a device without properties."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    current, properties = torch.cuda.current_device, torch.cuda.get_device_properties
+    torch.cuda.current_device, torch.cuda.get_device_properties = (lambda: 0), (lambda device=None: object())
+
+    def undo():
+        torch.cuda.current_device, torch.cuda.get_device_properties = current, properties
+
+    return undo
 
 
 def _skip_ddp_for_frozen_modules_on_cpu(module):
@@ -69,7 +87,10 @@ def _shrink_sd_text_encoders(module):
     module.T5Config = lambda **config: t5(**{**config, **tiny_dims.SD_T5XXL})
 
 
-BEFORE = {"musubi_tuner.wan.modules.t5": _current_device_zero}
+BEFORE = {
+    "musubi_tuner.wan.modules.t5": _current_device_zero,
+    "extensions_built_in.diffusion_models.omnigen2.src.ops.triton.layer_norm": _no_gpu_properties,  # ai-toolkit
+}
 AFTER = {"accelerate.accelerator": _skip_ddp_for_frozen_modules_on_cpu}
 if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
     AFTER["musubi_tuner.wan.configs"] = _shrink_musubi_wan

@@ -14,3 +14,18 @@ SD_FLUX_AE = {"ch": 32, "ch_mult": [1, 1], "num_res_blocks": 1}
 SD_CLIP_L = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
              "projection_dim": 32}  # fmt: skip
 SD_T5XXL = {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
+
+# ai-toolkit's FLUX.1 (diffusers classes, loaded from a pipeline folder): 2 double + 3 single blocks of width 32;
+# 16 latent channels packed 2x2 (64 inputs) as FLUX.1's VAE gives; CLIP-L/T5 widths match the joint/pooled dims.
+AI_TOOLKIT_FLUX = {
+    "transformer": {"patch_size": 1, "in_channels": 64, "num_layers": 2, "num_single_layers": 3,
+                    "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+                    "pooled_projection_dim": 32, "guidance_embeds": True, "axes_dims_rope": [4, 6, 6]},
+    "vae": {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_out_channels": [32, 32, 32, 32],
+            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "layers_per_block": 1, "norm_num_groups": 32, "scaling_factor": 0.3611, "shift_factor": 0.1159,
+            "use_quant_conv": False, "use_post_quant_conv": False},
+    "clip": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+             "projection_dim": 32, "vocab_size": 49408, "max_position_embeddings": 77},
+    "t5": {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2, "vocab_size": 32128},
+}  # fmt: skip

@@ -136,11 +136,12 @@ def main():
                     blocks[i] = torch.compile(block, backend=args.compile_backend)
 
     def predict(batch_inputs, multiplier):
-        network.set_multiplier(multiplier)
+        lora = accelerator.unwrap_model(network)  # DDP-wrapped on several processes
+        lora.set_multiplier(multiplier)
         try:
             return unet(**batch_inputs, return_dict=False)[0]
         finally:
-            network.set_multiplier(0.0)
+            lora.set_multiplier(0.0)
 
     logger, steps = Logger(out / "log.jsonl", accelerator.is_main_process), Steps(out, accelerator.is_main_process)
     batches = iter(())

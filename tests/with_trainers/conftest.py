@@ -33,6 +33,20 @@ def musubi_wan(tmp_path_factory) -> runs.TrainerRun:
 
 
 @pytest.fixture(scope="session")
+def musubi_flux_kontext(tmp_path_factory) -> runs.TrainerRun:
+    """musubi-tuner's FLUX.1 Kontext LoRA script with its tiny DiT and caches (target and control latents)."""
+    python, source = checkout("musubi")
+    return runs.musubi_flux_kontext(python, source, tmp_path_factory.mktemp("musubi-kontext-files"))
+
+
+@pytest.fixture(scope="session")
+def musubi_qwen_image(tmp_path_factory) -> runs.TrainerRun:
+    """musubi-tuner's Qwen-Image LoRA script with its tiny DiT and caches."""
+    python, source = checkout("musubi")
+    return runs.musubi_qwen_image(python, source, tmp_path_factory.mktemp("musubi-qwen-files"))
+
+
+@pytest.fixture(scope="session")
 def sd_scripts_flux(tmp_path_factory) -> runs.TrainerRun:
     """sd-scripts' FLUX.1 LoRA script with its tiny models, tokenizers and caches (written once per session)."""
     python, source = checkout("sd-scripts")

@@ -38,6 +38,7 @@ class TrainerRun:
         script: The training script, unmodified.
         args: The script's arguments, without `--output_dir` / `--logging_dir` (see `launch`).
         env: The environment the script needs on top of the caller's.
+        mixed_precision: `accelerate launch --mixed_precision` (the script's own flag is in `args`).
     """
 
     python: str
@@ -45,6 +46,7 @@ class TrainerRun:
     script: Path
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    mixed_precision: str = "no"
 
     def environment(self) -> dict[str, str]:
         path = os.pathsep.join([str(SITE), str(self.source), str(REPO)])
@@ -53,8 +55,8 @@ class TrainerRun:
 
     def command(self, output_dir: Path, processes: int = 1, runner: list[str] | None = None) -> list[str]:
         """`accelerate launch [--multi_gpu --num_processes 2] [-m layersync_hooks run RUNNER --] SCRIPT ARGS`."""
-        launch = [self.python, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-                  "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]  # fmt: skip
+        launch = [self.python, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision",
+                  self.mixed_precision, "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]  # fmt: skip
         if processes > 1:  # MULTI_CPU (gloo) with ACCELERATE_USE_CPU=1; `--cpu --num_processes 2` would run one
             launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
         else:
@@ -130,6 +132,29 @@ def musubi_wan(python: str, source: Path, folder: Path) -> TrainerRun:
             "--network_module", "networks.lora_wan", "--network_dim", "4", "--timestep_sampling", "shift",
             "--discrete_flow_shift", "3.0", *STEPS]  # fmt: skip
     return TrainerRun(python, source / "src", source / "wan_train_network.py", args)
+
+
+def musubi_flux_kontext(python: str, source: Path, folder: Path) -> TrainerRun:
+    """musubi-tuner's `flux_kontext_train_network.py` (FLUX.1 Kontext LoRA) on the tiny DiT and caches, as its docs
+    launch it less bf16 and 8-bit AdamW (no `--vae`/`--text_encoder1/2`: only sampling loads them)."""
+    files = write_tiny_files(python, source / "src", "musubi-flux-kontext", folder)
+    args = ["--dit", files["dit"], "--dataset_config", files["dataset_config"], "--sdpa", "--mixed_precision", "no",
+            "--timestep_sampling", "flux_shift", "--weighting_scheme", "none", "--optimizer_type", "adamw",
+            "--learning_rate", "1e-3", "--network_module", "networks.lora_flux", "--network_dim", "4",
+            *STEPS]  # fmt: skip
+    return TrainerRun(python, source / "src", source / "flux_kontext_train_network.py", args)
+
+
+def musubi_qwen_image(python: str, source: Path, folder: Path) -> TrainerRun:
+    """musubi-tuner's `qwen_image_train_network.py` (Qwen-Image LoRA, 6 blocks by its own `--num_layers`), in bf16
+    as musubi requires (it fixes the DiT's dtype to bf16), less 8-bit AdamW."""
+    files = write_tiny_files(python, source / "src", "musubi-qwen-image", folder)
+    args = ["--dit", files["dit"], "--model_version", "original", "--num_layers", "6", "--dataset_config",
+            files["dataset_config"], "--sdpa", "--mixed_precision", "bf16", "--timestep_sampling", "shift",
+            "--weighting_scheme", "none", "--discrete_flow_shift", "2.2", "--optimizer_type", "adamw",
+            "--learning_rate", "1e-3", "--network_module", "networks.lora_qwen_image", "--network_dim", "4",
+            *STEPS]  # fmt: skip
+    return TrainerRun(python, source / "src", source / "qwen_image_train_network.py", args, mixed_precision="bf16")
 
 
 def sd_scripts_flux(python: str, source: Path, folder: Path) -> TrainerRun:

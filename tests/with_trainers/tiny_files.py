@@ -80,7 +80,83 @@ def musubi_wan(folder: Path) -> dict:
     return {"dit": str(dit), "dataset_config": str(toml)}
 
 
-T5_TOKENS = 16  # sd-scripts: `--t5xxl_max_token_length 16`
+def musubi_flux_kontext(folder: Path) -> dict:
+    """musubi-tuner, FLUX.1 Kontext dev (`flux_kontext_train_network.py`): DiT file, images with control images,
+    latent caches (target + control) and T5/CLIP-L caches, dataset TOML with `control_directory`."""
+    from musubi_tuner.flux import flux_models
+
+    torch.manual_seed(0)
+    flux = flux_models.Flux(flux_models.configs_flux_dev_context.params)  # shrunk by sitecustomize
+    _redraw_zeros(flux)
+    dit = folder / "flux1-kontext-dev-tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in flux.state_dict().items()}, dit)
+
+    images, control, cache = folder / "images", folder / "control", folder / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    keys = _images(images)
+    _images(control)  # the starting images, same names
+    generator = torch.Generator().manual_seed(1)
+    t5_dim, clip_dim = tiny_dims.MUSUBI_FLUX_KONTEXT["context_in_dim"], tiny_dims.MUSUBI_FLUX_KONTEXT["vec_in_dim"]
+    for i, key in enumerate(keys):
+        latents = torch.randn(2, 16, SIZE // 8, SIZE // 8, generator=generator).to(torch.bfloat16)  # target, control
+        target, start = latents[0].contiguous(), latents[1].contiguous()
+        save_file({"latents_1x8x8_bfloat16": target, "latents_control_1x8x8_bfloat16": start},
+                  cache / f"{key}_{SIZE:04d}x{SIZE:04d}_fk.safetensors",
+                  metadata={"architecture": "flux_kontext", "width": str(SIZE), "height": str(SIZE),
+                            "format_version": "1.0.1"})  # fmt: skip
+        save_file({"t5_vec_bfloat16": torch.randn(T5_TOKENS, t5_dim, generator=generator).to(torch.bfloat16),
+                   "clip_l_pooler_bfloat16": torch.randn(clip_dim, generator=generator).to(torch.bfloat16)},
+                  cache / f"{key}_fk_te.safetensors",
+                  metadata={"architecture": "flux_kontext", "caption1": f"a tiny test picture number {i}",
+                            "format_version": "1.0.1"})  # fmt: skip
+    toml = folder / "dataset.toml"
+    toml.write_text(
+        f'[general]\nresolution = [{SIZE}, {SIZE}]\ncaption_extension = ".txt"\nbatch_size = 1\n'
+        "enable_bucket = false\n\n"
+        f'[[datasets]]\nimage_directory = "{images}"\ncontrol_directory = "{control}"\n'
+        f'cache_directory = "{cache}"\nnum_repeats = 1\n'
+    )
+    return {"dit": str(dit), "dataset_config": str(toml)}
+
+
+def musubi_qwen_image(folder: Path) -> dict:
+    """musubi-tuner, Qwen-Image (`qwen_image_train_network.py --model_version original --num_layers 6`): DiT file,
+    images, latent caches and Qwen2.5-VL embedding caches (uneven lengths), dataset TOML."""
+    from musubi_tuner.qwen_image import qwen_image_model
+
+    torch.manual_seed(0)
+    model = qwen_image_model.QwenImageTransformer2DModel(  # the arguments of create_model; shrunk by sitecustomize
+        patch_size=2, in_channels=64, out_channels=16, num_layers=tiny_dims.MUSUBI_QWEN_IMAGE_LAYERS,
+        attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584, guidance_embeds=False,
+        axes_dims_rope=(16, 56, 56), attn_mode="torch",
+    )  # fmt: skip
+    _redraw_zeros(model)
+    dit = folder / "qwen_image_tiny_bf16.safetensors"  # bf16 like the released file (musubi trains it in bf16)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}, dit)
+
+    images, cache = folder / "images", folder / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(1)
+    width = tiny_dims.MUSUBI_QWEN_IMAGE["joint_attention_dim"]
+    for i, key in enumerate(_images(images)):
+        latents = torch.randn(16, 1, SIZE // 8, SIZE // 8, generator=generator).to(torch.bfloat16)  # C, F, H, W
+        save_file({"latents_1x8x8_bfloat16": latents}, cache / f"{key}_{SIZE:04d}x{SIZE:04d}_qi.safetensors",
+                  metadata={"architecture": "qwen_image", "width": str(SIZE), "height": str(SIZE),
+                            "format_version": "1.0.1"})  # fmt: skip
+        embed = torch.randn(5 + 3 * i, width, generator=generator).to(torch.bfloat16)  # uneven caption lengths
+        save_file({"varlen_vl_embed_bfloat16": embed}, cache / f"{key}_qi_te.safetensors",
+                  metadata={"architecture": "qwen_image", "caption1": f"a tiny test picture number {i}",
+                            "format_version": "1.0.1"})  # fmt: skip
+    toml = folder / "dataset.toml"
+    toml.write_text(
+        f'[general]\nresolution = [{SIZE}, {SIZE}]\ncaption_extension = ".txt"\nbatch_size = 1\n'
+        "enable_bucket = false\n\n"
+        f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{cache}"\nnum_repeats = 1\n'
+    )
+    return {"dit": str(dit), "dataset_config": str(toml)}
+
+
+T5_TOKENS = 16  # sd-scripts: `--t5xxl_max_token_length 16`; musubi Kontext's cached T5 length
 
 
 def _byte_characters() -> list[str]:
@@ -247,7 +323,13 @@ meta:
   version: '1.0'
 """
 
-WRITERS = {"musubi-wan": musubi_wan, "sd-scripts-flux": sd_scripts_flux, "ai-toolkit-flux": ai_toolkit_flux}
+WRITERS = {
+    "musubi-wan": musubi_wan,
+    "musubi-flux-kontext": musubi_flux_kontext,
+    "musubi-qwen-image": musubi_qwen_image,
+    "sd-scripts-flux": sd_scripts_flux,
+    "ai-toolkit-flux": ai_toolkit_flux,
+}
 
 if __name__ == "__main__":
     trainer, out = sys.argv[1], Path(sys.argv[2])

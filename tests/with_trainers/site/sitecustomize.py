@@ -14,7 +14,9 @@ so a process that never imports them pays nothing:
     frozen one, which DDP refuses ("DistributedDataParallel is not needed when a module doesn't have any parameter
     that requires a gradient"); on GPUs it skips such modules. `prepare_model` skips them on CPUs too.
 - Tiny models (only with `LAYERSYNC_TINY_TRAINERS=1`): the trainers' config tables are shrunk to `tiny_dims`, so
-  that the weight files written by `tiny_files` load into them.
+  that the weight files written by `tiny_files` load into them: musubi's `WAN_CONFIGS`,
+  `configs_flux_dev_context` and Qwen-Image's constructor arguments, sd-scripts' `flux_models.configs` and the
+  CLIP-L/T5 configs its loaders build.
 
 None of this is part of layersync_hooks; the trainers' files are never edited.
 """
@@ -72,6 +74,24 @@ def _shrink_musubi_wan(module):
         config.update(tiny_dims.MUSUBI_WAN)
 
 
+def _shrink_musubi_flux_kontext(module):
+    from dataclasses import replace
+
+    spec = module.configs_flux_dev_context
+    module.configs_flux_dev_context = replace(spec, params=replace(spec.params, **tiny_dims.MUSUBI_FLUX_KONTEXT))
+
+
+def _shrink_musubi_qwen_image(module):
+    """The sizes are literals in `create_model`: the class's own constructor gets the tiny ones (same class)."""
+    cls = module.QwenImageTransformer2DModel
+    init = cls.__init__
+
+    def tiny_init(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, **tiny_dims.MUSUBI_QWEN_IMAGE})
+
+    cls.__init__ = tiny_init
+
+
 def _shrink_sd_flux(module):
     from dataclasses import replace
 
@@ -94,6 +114,8 @@ BEFORE = {
 AFTER = {"accelerate.accelerator": _skip_ddp_for_frozen_modules_on_cpu}
 if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
     AFTER["musubi_tuner.wan.configs"] = _shrink_musubi_wan
+    AFTER["musubi_tuner.flux.flux_models"] = _shrink_musubi_flux_kontext
+    AFTER["musubi_tuner.qwen_image.qwen_image_model"] = _shrink_musubi_qwen_image
     AFTER["library.flux_models"] = _shrink_sd_flux
     AFTER["library.flux_utils"] = _shrink_sd_text_encoders
 

@@ -29,3 +29,13 @@ AI_TOOLKIT_FLUX = {
              "projection_dim": 32, "vocab_size": 49408, "max_position_embeddings": 77},
     "t5": {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2, "vocab_size": 32128},
 }  # fmt: skip
+
+# musubi-tuner's FLUX.1 Kontext (`musubi_tuner.flux.flux_models.configs_flux_dev_context`, block counts from the
+# table): as sd-scripts' FLUX.1 above, 3 double + 3 single blocks.
+MUSUBI_FLUX_KONTEXT = {**SD_FLUX, "depth": 3, "depth_single_blocks": 3}
+
+# musubi-tuner's Qwen-Image: `qwen_image_model.create_model` passes literal sizes to the class; its constructor's
+# arguments are overridden (the block count comes from musubi's own `--num_layers`).
+MUSUBI_QWEN_IMAGE = {"attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+                     "axes_dims_rope": (4, 6, 6)}  # fmt: skip
+MUSUBI_QWEN_IMAGE_LAYERS = 6

@@ -177,3 +177,18 @@ def ai_toolkit_flux(python: str, source: Path, folder: Path) -> TrainerRun:
     cannot do: cuda, bf16, quantization, 8-bit AdamW, EMA, sampling) on a tiny FLUX.1 pipeline folder."""
     files = write_tiny_files(python, source, "ai-toolkit-flux", folder)
     return AiToolkitRun(python, source, source / "run.py", [files["config"]])
+
+
+def sd_scripts_sd3(python: str, source: Path, folder: Path) -> TrainerRun:
+    """sd-scripts' `sd3_train_network.py` (SD3 medium LoRA, `networks.lora_sd3`) on the tiny models and caches, less
+    fp16, 8-bit AdamW and block swap; text-encoder outputs cached, so the DiT's LoRA only."""
+    files = write_tiny_files(python, source, "sd-scripts-sd3", folder)
+    args = ["--pretrained_model_name_or_path", files["dit"], "--clip_l", files["clip_l"], "--clip_g", files["clip_g"],
+            "--t5xxl", files["t5xxl"], "--dataset_config", files["dataset_config"],
+            "--tokenizer_cache_dir", files["tokenizer_cache_dir"], "--t5xxl_max_token_length", "16",
+            "--save_model_as", "safetensors", "--network_module", "networks.lora_sd3", "--network_dim", "4",
+            "--network_alpha", "1", "--learning_rate", "1e-3", "--optimizer_type", "AdamW", "--lr_scheduler",
+            "constant", "--sdpa", "--mixed_precision", "no", "--weighting_scheme", "uniform",
+            "--cache_text_encoder_outputs", "--cache_text_encoder_outputs_to_disk", "--cache_latents",
+            "--cache_latents_to_disk", "--network_train_unet_only", *STEPS]  # fmt: skip
+    return TrainerRun(python, source, source / "sd3_train_network.py", args)

@@ -179,9 +179,9 @@ def _tokenizers(folder: Path) -> Path:
     vocab.update({f"{c}</w>": len(vocab) + i for i, c in enumerate(chars)})
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77).save_pretrained(
-        folder / "openai_clip-vit-large-patch14"
-    )
+    clip = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    for name in ("openai_clip-vit-large-patch14", "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k"):  # CLIP-L, CLIP-G
+        clip.save_pretrained(folder / name)
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [
         (c, -2.0) for c in map(chr, range(33, 127))
     ]
@@ -238,6 +238,63 @@ def sd_scripts_flux(folder: Path) -> dict:
         "dataset_config": str(toml),
         "tokenizer_cache_dir": str(tokenizers),
     }
+
+
+def sd_scripts_sd3(folder: Path) -> dict:
+    """sd-scripts, SD3 medium (`sd3_train_network.py`): the DiT+VAE file (`model.diffusion_model.*`,
+    `first_stage_model.*`), CLIP-L, CLIP-G and T5-XXL files, tokenizers, images with their latent and
+    text-encoder caches, TOML."""
+    import numpy as np
+    from library import sd3_models, sd3_utils
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    clip_width = tiny_dims.SD3_CLIP["hidden_size"]
+    grid = tiny_dims.SD3_POS_EMBED_MAX_SIZE
+    params = sd3_models.SD3Params(patch_size=2, depth=tiny_dims.SD3_DEPTH, num_patches=grid * grid,
+                                  pos_embed_max_size=grid, adm_in_channels=2 * clip_width, qk_norm=None,
+                                  x_block_self_attn_layers=[], context_embedder_in_features=4096,
+                                  context_embedder_out_features=64 * tiny_dims.SD3_DEPTH,
+                                  model_type="medium")  # fmt: skip
+    mmdit, vae = sd3_models.create_sd3_mmdit(params), sd3_models.SDVAE()  # VAE shrunk by sitecustomize
+    _redraw_zeros(mmdit)
+    weights = {f"model.diffusion_model.{k}": v for k, v in mmdit.state_dict().items()}
+    weights.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+    files = {"dit": folder / "sd3_medium-tiny.safetensors", "clip_l": folder / "clip_l-tiny.safetensors",
+             "clip_g": folder / "clip_g-tiny.safetensors", "t5xxl": folder / "t5xxl-tiny.safetensors"}  # fmt: skip
+    save_file({k: v.contiguous() for k, v in weights.items()}, files["dit"])
+    for name in ("clip_l", "clip_g"):  # the loaders' own (shrunk) configs, real weights
+        width = tiny_dims.SD3_CLIP["hidden_size"]  # (a projection of the right size: else it inserts eye(768))
+        marker = {f"text_encoders.{name}.transformer.text_model.embeddings.position_embedding.weight": torch.zeros(1),
+                  f"text_encoders.{name}.text_projection.weight": torch.zeros(width, width)}  # fmt: skip
+        config = getattr(sd3_utils, f"load_{name}")(None, torch.float32, "cpu", state_dict=marker).config
+        model = CLIPTextModelWithProjection(config)
+        save_file({k: v.clone().contiguous() for k, v in model.state_dict().items()}, files[name])
+    t5 = sd3_utils.flux_utils_load_t5xxl(None, torch.float32, "cpu", state_dict={})
+    t5 = type(t5)(t5.config)
+    save_file({k: v.clone().contiguous() for k, v in t5.state_dict().items()}, files["t5xxl"])
+
+    images = folder / "images"
+    generator = torch.Generator().manual_seed(1)
+    for i, key in enumerate(_images(images)):
+        latents = torch.randn(16, SIZE // 8, SIZE // 8, generator=generator)
+        np.savez(images / f"{key}_{SIZE:04d}x{SIZE:04d}_sd3.npz", latents_8x8=latents.numpy(),
+                 original_size_8x8=np.array([SIZE, SIZE]), crop_ltrb_8x8=np.array([0, 0, SIZE, SIZE]))  # fmt: skip
+        length = 5 + 3 * i  # uneven caption lengths
+        lengths = {"clip_l_attn_mask": 77, "clip_g_attn_mask": 77, "t5_attn_mask": T5_TOKENS}
+        masks = {name: (torch.arange(n) < length).to(torch.int64).numpy() for name, n in lengths.items()}
+        np.savez(images / f"{key}_sd3_te.npz", lg_out=torch.randn(77, 2 * clip_width, generator=generator).numpy(),
+                 lg_pooled=torch.randn(2 * clip_width, generator=generator).numpy(),
+                 t5_out=torch.randn(T5_TOKENS, 4096, generator=generator).numpy(), apply_lg_attn_mask=False,
+                 apply_t5_attn_mask=False, **masks)  # fmt: skip
+    toml = folder / "dataset.toml"
+    toml.write_text(
+        f'[general]\ncaption_extension = ".txt"\n\n[[datasets]]\nresolution = {SIZE}\nbatch_size = 1\n'
+        f'enable_bucket = false\n\n  [[datasets.subsets]]\n  image_dir = "{images}"\n  num_repeats = 1\n'
+    )
+    tokenizers = _tokenizers(folder / "tokenizers")
+    return {**{k: str(v) for k, v in files.items()}, "dataset_config": str(toml),
+            "tokenizer_cache_dir": str(tokenizers)}  # fmt: skip
 
 
 def ai_toolkit_flux(folder: Path) -> dict:
@@ -328,6 +385,7 @@ WRITERS = {
     "musubi-flux-kontext": musubi_flux_kontext,
     "musubi-qwen-image": musubi_qwen_image,
     "sd-scripts-flux": sd_scripts_flux,
+    "sd-scripts-sd3": sd_scripts_sd3,
     "ai-toolkit-flux": ai_toolkit_flux,
 }
 

@@ -15,8 +15,8 @@ so a process that never imports them pays nothing:
     that requires a gradient"); on GPUs it skips such modules. `prepare_model` skips them on CPUs too.
 - Tiny models (only with `LAYERSYNC_TINY_TRAINERS=1`): the trainers' config tables are shrunk to `tiny_dims`, so
   that the weight files written by `tiny_files` load into them: musubi's `WAN_CONFIGS`,
-  `configs_flux_dev_context` and Qwen-Image's constructor arguments, sd-scripts' `flux_models.configs` and the
-  CLIP-L/T5 configs its loaders build.
+  `configs_flux_dev_context` and Qwen-Image's constructor arguments, sd-scripts' `flux_models.configs`, the
+  CLIP/T5 configs its loaders build and its SD3 VAE's constructor defaults.
 
 None of this is part of layersync_hooks; the trainers' files are never edited.
 """
@@ -107,6 +107,23 @@ def _shrink_sd_text_encoders(module):
     module.T5Config = lambda **config: t5(**{**config, **tiny_dims.SD_T5XXL})
 
 
+def _shrink_sd3(module):
+    """`load_clip_l` / `load_clip_g` build `CLIPTextConfig(...)` inside; the VAE's sizes are its classes' defaults."""
+    clip = module.CLIPTextConfig
+    module.CLIPTextConfig = lambda **config: clip(**{**config, **tiny_dims.SD3_CLIP})
+
+
+def _shrink_sd3_vae(module):
+    channels = tiny_dims.SD3_VAE_CHANNELS
+    for cls in (module.VAEEncoder, module.VAEDecoder):
+        init = cls.__init__
+
+        def tiny_init(self, *args, _init=init, **kwargs):
+            _init(self, *args, **{**kwargs, "ch": channels, "ch_mult": (1, 1, 1, 1), "num_res_blocks": 1})
+
+        cls.__init__ = tiny_init
+
+
 BEFORE = {
     "musubi_tuner.wan.modules.t5": _current_device_zero,
     "extensions_built_in.diffusion_models.omnigen2.src.ops.triton.layer_norm": _no_gpu_properties,  # ai-toolkit
@@ -118,6 +135,8 @@ if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
     AFTER["musubi_tuner.qwen_image.qwen_image_model"] = _shrink_musubi_qwen_image
     AFTER["library.flux_models"] = _shrink_sd_flux
     AFTER["library.flux_utils"] = _shrink_sd_text_encoders
+    AFTER["library.sd3_utils"] = _shrink_sd3
+    AFTER["library.sd3_models"] = _shrink_sd3_vae
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):

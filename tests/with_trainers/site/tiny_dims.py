@@ -39,3 +39,11 @@ MUSUBI_FLUX_KONTEXT = {**SD_FLUX, "depth": 3, "depth_single_blocks": 3}
 MUSUBI_QWEN_IMAGE = {"attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
                      "axes_dims_rope": (4, 6, 6)}  # fmt: skip
 MUSUBI_QWEN_IMAGE_LAYERS = 6
+
+# sd-scripts' SD3 (`library.sd3_models.MMDiT`, its sizes read from the checkpoint's keys: width 64 x depth): depth 4,
+# 8x8 position grid; CLIP-L/G built by `library.sd3_utils` from configs written inside its loaders, shrunk there;
+# the VAE's encoder/decoder at 32 channels (their constructors' defaults).
+SD3_DEPTH, SD3_POS_EMBED_MAX_SIZE = 4, 8
+SD3_CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "projection_dim": 32}  # fmt: skip
+SD3_VAE_CHANNELS = 32

@@ -61,6 +61,13 @@ def sd_scripts_sd3(tmp_path_factory) -> runs.TrainerRun:
 
 
 @pytest.fixture(scope="session")
+def sd_scripts_lumina(tmp_path_factory) -> runs.TrainerRun:
+    """sd-scripts' Lumina Image 2.0 LoRA script with its tiny NextDiT, Gemma 2, AE, tokenizer and caches."""
+    python, source = checkout("sd-scripts")
+    return runs.sd_scripts_lumina(python, source, tmp_path_factory.mktemp("sd-scripts-lumina-files"))
+
+
+@pytest.fixture(scope="session")
 def ai_toolkit_flux(tmp_path_factory) -> runs.TrainerRun:
     """ai-toolkit's `run.py` with a tiny FLUX.1 LoRA job (its pipeline folder written once per session)."""
     python, source = checkout("ai-toolkit")

@@ -192,3 +192,19 @@ def sd_scripts_sd3(python: str, source: Path, folder: Path) -> TrainerRun:
             "--cache_text_encoder_outputs", "--cache_text_encoder_outputs_to_disk", "--cache_latents",
             "--cache_latents_to_disk", "--network_train_unet_only", *STEPS]  # fmt: skip
     return TrainerRun(python, source, source / "sd3_train_network.py", args)
+
+
+def sd_scripts_lumina(python: str, source: Path, folder: Path) -> TrainerRun:
+    """sd-scripts' `lumina_train_network.py` (Lumina Image 2.0 LoRA) on the tiny models and caches, as its docs launch
+    it less bf16; the Gemma tokenizer read offline from a hub-layout cache (`HF_HUB_OFFLINE=1`)."""
+    files = write_tiny_files(python, source, "sd-scripts-lumina", folder)
+    args = ["--pretrained_model_name_or_path", files["dit"], "--gemma2", files["gemma2"], "--ae", files["ae"],
+            "--dataset_config", files["dataset_config"], "--tokenizer_cache_dir", files["tokenizer_cache_dir"],
+            "--gemma2_max_token_length", "16", "--save_model_as", "safetensors", "--network_module",
+            "networks.lora_lumina", "--network_dim", "4", "--network_alpha", "4", "--learning_rate", "1e-3",
+            "--optimizer_type", "AdamW", "--lr_scheduler", "constant", "--timestep_sampling", "nextdit_shift",
+            "--discrete_flow_shift", "6.0", "--model_prediction_type", "raw", "--system_prompt",
+            "You are an assistant designed to generate high-quality images based on user prompts.",
+            "--mixed_precision", "no", "--cache_latents", "--cache_latents_to_disk", "--cache_text_encoder_outputs",
+            "--cache_text_encoder_outputs_to_disk", *STEPS]  # fmt: skip
+    return TrainerRun(python, source, source / "lumina_train_network.py", args, env={"HF_HUB_OFFLINE": "1"})

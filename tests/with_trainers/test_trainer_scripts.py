@@ -10,7 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-RUNS = ["musubi_wan", "musubi_flux_kontext", "musubi_qwen_image", "sd_scripts_flux", "sd_scripts_sd3"]
+RUNS = [
+    "musubi_wan",
+    "musubi_flux_kontext",
+    "musubi_qwen_image",
+    "sd_scripts_flux",
+    "sd_scripts_sd3",
+    "sd_scripts_lumina",
+]
 
 
 def assert_trained(launched):

@@ -297,6 +297,65 @@ def sd_scripts_sd3(folder: Path) -> dict:
             "tokenizer_cache_dir": str(tokenizers)}  # fmt: skip
 
 
+def _gemma_tokenizer_in_hub_cache(cache: Path) -> Path:
+    """A tiny Gemma tokenizer where `AutoTokenizer.from_pretrained("google/gemma-2-2b", cache_dir=cache)` finds it
+    offline (HF_HUB_OFFLINE=1): the hub cache's own layout, one snapshot that `refs/main` names."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GemmaTokenizerFast
+
+    pieces = [("<pad>", 0.0), ("<eos>", 0.0), ("<bos>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    pieces += [(c, -2.0) for c in map(chr, range(33, 127))]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=3))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    repo, commit = cache / "models--google--gemma-2-2b", "0" * 40
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    GemmaTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                       unk_token="<unk>").save_pretrained(repo / "snapshots" / commit)  # fmt: skip
+    return cache
+
+
+def sd_scripts_lumina(folder: Path) -> dict:
+    """sd-scripts, Lumina Image 2.0 (`lumina_train_network.py`): NextDiT, Gemma 2 and AE files, the Gemma tokenizer in
+    a hub cache, images with their latent and text-encoder caches, TOML."""
+    import numpy as np
+    from library import flux_models, lumina_models, lumina_util
+    from transformers import Gemma2Model
+
+    torch.manual_seed(0)
+    model = lumina_models.NextDiT_2B_GQA_patch2_Adaln_Refiner()  # get_2b_config shrunk by sitecustomize
+    _redraw_zeros(model)
+    files = {"dit": folder / "lumina-image-2-tiny.safetensors", "gemma2": folder / "gemma-2-2b-tiny.safetensors",
+             "ae": folder / "ae-tiny.safetensors"}  # fmt: skip
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, files["dit"])
+    gemma2 = Gemma2Model(lumina_util.load_gemma2(None, torch.float32, "cpu", state_dict={}).config)
+    save_file({f"model.{k}": v.clone().contiguous() for k, v in gemma2.state_dict().items()}, files["gemma2"])
+    ae = flux_models.AutoEncoder(flux_models.configs["schnell"].ae_params)
+    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, files["ae"])
+
+    images = folder / "images"
+    generator = torch.Generator().manual_seed(1)
+    width = tiny_dims.SD_GEMMA2["hidden_size"]
+    for i, key in enumerate(_images(images)):
+        latents = torch.randn(16, SIZE // 8, SIZE // 8, generator=generator)
+        np.savez(images / f"{key}_{SIZE:04d}x{SIZE:04d}_lumina.npz", latents_8x8=latents.numpy(),
+                 original_size_8x8=np.array([SIZE, SIZE]), crop_ltrb_8x8=np.array([0, 0, SIZE, SIZE]))  # fmt: skip
+        mask = (torch.arange(GEMMA_TOKENS) < 5 + 3 * i).to(torch.int64)  # uneven caption lengths
+        np.savez(images / f"{key}_lumina_te.npz", attention_mask=mask.numpy(),
+                 hidden_state=torch.randn(GEMMA_TOKENS, width, generator=generator).numpy(),
+                 input_ids=torch.randint(4, 100, (GEMMA_TOKENS,), generator=generator).numpy())  # fmt: skip
+    toml = folder / "dataset.toml"
+    toml.write_text(
+        f'[general]\ncaption_extension = ".txt"\n\n[[datasets]]\nresolution = {SIZE}\nbatch_size = 1\n'
+        f'enable_bucket = false\n\n  [[datasets.subsets]]\n  image_dir = "{images}"\n  num_repeats = 1\n'
+    )
+    cache = _gemma_tokenizer_in_hub_cache(folder / "tokenizers")
+    return {**{k: str(v) for k, v in files.items()}, "dataset_config": str(toml), "tokenizer_cache_dir": str(cache)}
+
+
+GEMMA_TOKENS = 16  # sd-scripts Lumina: `--gemma2_max_token_length 16`
+
+
 def ai_toolkit_flux(folder: Path) -> dict:
     """ai-toolkit, FLUX.1 dev LoRA (`python run.py config.yaml`): a tiny FLUX.1 pipeline folder in diffusers' format
     (what `name_or_path` names), images with captions, and the job's YAML (CPU, float32, no quantization, no
@@ -386,6 +445,7 @@ WRITERS = {
     "musubi-qwen-image": musubi_qwen_image,
     "sd-scripts-flux": sd_scripts_flux,
     "sd-scripts-sd3": sd_scripts_sd3,
+    "sd-scripts-lumina": sd_scripts_lumina,
     "ai-toolkit-flux": ai_toolkit_flux,
 }
 

@@ -16,7 +16,7 @@ so a process that never imports them pays nothing:
 - Tiny models (only with `LAYERSYNC_TINY_TRAINERS=1`): the trainers' config tables are shrunk to `tiny_dims`, so
   that the weight files written by `tiny_files` load into them: musubi's `WAN_CONFIGS`,
   `configs_flux_dev_context` and Qwen-Image's constructor arguments, sd-scripts' `flux_models.configs`, the
-  CLIP/T5 configs its loaders build and its SD3 VAE's constructor defaults.
+  CLIP/T5/Gemma 2 configs its loaders build, its SD3 VAE's constructor defaults and Lumina 2's `get_2b_config`.
 
 None of this is part of layersync_hooks; the trainers' files are never edited.
 """
@@ -124,6 +124,18 @@ def _shrink_sd3_vae(module):
         cls.__init__ = tiny_init
 
 
+def _shrink_sd_lumina(module):
+    from dataclasses import replace
+
+    get_2b_config = module.LuminaParams.get_2b_config
+    module.LuminaParams.get_2b_config = classmethod(lambda cls: replace(get_2b_config(), **tiny_dims.SD_LUMINA))
+
+
+def _shrink_sd_gemma2(module):
+    gemma2 = module.Gemma2Config
+    module.Gemma2Config = lambda **config: gemma2(**{**config, **tiny_dims.SD_GEMMA2})
+
+
 BEFORE = {
     "musubi_tuner.wan.modules.t5": _current_device_zero,
     "extensions_built_in.diffusion_models.omnigen2.src.ops.triton.layer_norm": _no_gpu_properties,  # ai-toolkit
@@ -137,6 +149,8 @@ if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
     AFTER["library.flux_utils"] = _shrink_sd_text_encoders
     AFTER["library.sd3_utils"] = _shrink_sd3
     AFTER["library.sd3_models"] = _shrink_sd3_vae
+    AFTER["library.lumina_models"] = _shrink_sd_lumina
+    AFTER["library.lumina_util"] = _shrink_sd_gemma2
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):

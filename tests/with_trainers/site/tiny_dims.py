@@ -48,10 +48,10 @@ SD3_CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, 
             "projection_dim": 32}  # fmt: skip
 SD3_VAE_CHANNELS = 32
 
-# sd-scripts' Lumina 2 (`library.lumina_models.LuminaParams.get_2b_config`): width 64, 4 layers (+ its refiners),
+# sd-scripts' Lumina 2 (`library.lumina_models.LuminaParams.get_2b_config`): width 64, 4 layers (+ its 2+2 refiners),
 # 2 heads of 32 (one key/value head), caption width 32 = the tiny Gemma 2's (built by `library.lumina_util` from a
 # config written inside its loader, shrunk there); its AE is sd-scripts' FLUX.1 AE, shrunk above.
-SD_LUMINA = {"dim": 64, "n_layers": 4, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1, "multiple_of": 16,
+SD_LUMINA = {"dim": 64, "n_layers": 4, "n_heads": 2, "n_kv_heads": 1, "multiple_of": 16,
              "axes_dims": [8, 12, 12], "cap_feat_dim": 32}  # fmt: skip
 SD_GEMMA2 = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
              "num_key_value_heads": 1, "head_dim": 16, "vocab_size": 1024}  # fmt: skip

@@ -33,6 +33,13 @@ def musubi_wan(tmp_path_factory) -> runs.TrainerRun:
 
 
 @pytest.fixture(scope="session")
+def musubi_hunyuan_video(tmp_path_factory) -> runs.TrainerRun:
+    """musubi-tuner's HunyuanVideo LoRA script with its tiny DiT and caches."""
+    python, source = checkout("musubi")
+    return runs.musubi_hunyuan_video(python, source, tmp_path_factory.mktemp("musubi-hv-files"))
+
+
+@pytest.fixture(scope="session")
 def musubi_flux_kontext(tmp_path_factory) -> runs.TrainerRun:
     """musubi-tuner's FLUX.1 Kontext LoRA script with its tiny DiT and caches (target and control latents)."""
     python, source = checkout("musubi")

@@ -134,6 +134,16 @@ def musubi_wan(python: str, source: Path, folder: Path) -> TrainerRun:
     return TrainerRun(python, source / "src", source / "wan_train_network.py", args)
 
 
+def musubi_hunyuan_video(python: str, source: Path, folder: Path) -> TrainerRun:
+    """musubi-tuner's `hv_train_network.py` (HunyuanVideo T2V LoRA) on the tiny DiT and caches, in bf16 as musubi
+    requires (its DiT runs in bf16), less `--fp8_base` and 8-bit AdamW."""
+    files = write_tiny_files(python, source / "src", "musubi-hunyuan-video", folder)
+    args = ["--dit", files["dit"], "--dataset_config", files["dataset_config"], "--sdpa", "--mixed_precision", "bf16",
+            "--optimizer_type", "adamw", "--learning_rate", "1e-3", "--network_module", "networks.lora",
+            "--network_dim", "4", "--timestep_sampling", "shift", "--discrete_flow_shift", "7.0", *STEPS]  # fmt: skip
+    return TrainerRun(python, source / "src", source / "hv_train_network.py", args, mixed_precision="bf16")
+
+
 def musubi_flux_kontext(python: str, source: Path, folder: Path) -> TrainerRun:
     """musubi-tuner's `flux_kontext_train_network.py` (FLUX.1 Kontext LoRA) on the tiny DiT and caches, as its docs
     launch it less bf16 and 8-bit AdamW (no `--vae`/`--text_encoder1/2`: only sampling loads them)."""

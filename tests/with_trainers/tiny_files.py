@@ -80,6 +80,41 @@ def musubi_wan(folder: Path) -> dict:
     return {"dit": str(dit), "dataset_config": str(toml)}
 
 
+def musubi_hunyuan_video(folder: Path) -> dict:
+    """musubi-tuner, HunyuanVideo T2V (`hv_train_network.py`): DiT file (safetensors), images, latent caches and
+    LLM (padded, with its mask) + CLIP-L caches, dataset TOML."""
+    from musubi_tuner.hunyuan_model import models
+
+    torch.manual_seed(0)
+    model = models.load_dit_model(text_states_dim=4096, text_states_dim_2=768, in_channels=16, out_channels=16,
+                                  factor_kwargs={"attn_mode": "torch"})  # fmt: skip
+    _redraw_zeros(model)
+    dit = folder / "mp_rank_00_model_states_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, dit)
+
+    images, cache = folder / "images", folder / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(1)
+    for i, key in enumerate(_images(images)):
+        latents = torch.randn(16, 1, SIZE // 8, SIZE // 8, generator=generator).to(torch.bfloat16)  # C, F, H, W
+        save_file({"latents_1x8x8_bfloat16": latents}, cache / f"{key}_{SIZE:04d}x{SIZE:04d}_hv.safetensors",
+                  metadata={"architecture": "hunyuan_video", "width": str(SIZE), "height": str(SIZE),
+                            "format_version": "1.0.1"})  # fmt: skip
+        mask = (torch.arange(T5_TOKENS) < 5 + 3 * i).to(torch.int64)  # padded LLM tokens, uneven lengths
+        llm = torch.randn(T5_TOKENS, 4096, generator=generator).to(torch.bfloat16)
+        clip = torch.randn(768, generator=generator).to(torch.bfloat16)
+        save_file({"llm_bfloat16": llm, "llm_mask": mask, "clipL_bfloat16": clip}, cache / f"{key}_hv_te.safetensors",
+                  metadata={"architecture": "hunyuan_video", "caption1": f"a tiny test picture number {i}",
+                            "format_version": "1.0.1"})  # fmt: skip
+    toml = folder / "dataset.toml"
+    toml.write_text(
+        f'[general]\nresolution = [{SIZE}, {SIZE}]\ncaption_extension = ".txt"\nbatch_size = 1\n'
+        "enable_bucket = false\n\n"
+        f'[[datasets]]\nimage_directory = "{images}"\ncache_directory = "{cache}"\nnum_repeats = 1\n'
+    )
+    return {"dit": str(dit), "dataset_config": str(toml)}
+
+
 def musubi_flux_kontext(folder: Path) -> dict:
     """musubi-tuner, FLUX.1 Kontext dev (`flux_kontext_train_network.py`): DiT file, images with control images,
     latent caches (target + control) and T5/CLIP-L caches, dataset TOML with `control_directory`."""
@@ -442,6 +477,7 @@ meta:
 WRITERS = {
     "musubi-wan": musubi_wan,
     "musubi-flux-kontext": musubi_flux_kontext,
+    "musubi-hunyuan-video": musubi_hunyuan_video,
     "musubi-qwen-image": musubi_qwen_image,
     "sd-scripts-flux": sd_scripts_flux,
     "sd-scripts-sd3": sd_scripts_sd3,

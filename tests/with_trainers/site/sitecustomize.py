@@ -10,11 +10,13 @@ so a process that never imports them pays nothing:
   - ai-toolkit imports every model family at start-up, and OmniGen2's triton layer norm asks
     `torch.cuda.get_device_properties(torch.cuda.current_device())` at import: while it runs, a device 0 without
     properties (its code then uses its default warp size).
+  - musubi's HunyuanVideo builds flash attention's sequence lengths on "cuda" in every forward: built on the
+    mask's device instead.
   - accelerate wraps every prepared module in DistributedDataParallel on several CPU processes (MULTI_CPU), even a
     frozen one, which DDP refuses ("DistributedDataParallel is not needed when a module doesn't have any parameter
     that requires a gradient"); on GPUs it skips such modules. `prepare_model` skips them on CPUs too.
 - Tiny models (only with `LAYERSYNC_TINY_TRAINERS=1`): the trainers' config tables are shrunk to `tiny_dims`, so
-  that the weight files written by `tiny_files` load into them: musubi's `WAN_CONFIGS`,
+  that the weight files written by `tiny_files` load into them: musubi's `WAN_CONFIGS`, `HUNYUAN_VIDEO_CONFIG`,
   `configs_flux_dev_context` and Qwen-Image's constructor arguments, sd-scripts' `flux_models.configs`, the
   CLIP/T5/Gemma 2 configs its loaders build, its SD3 VAE's constructor defaults and Lumina 2's `get_2b_config`.
 
@@ -54,6 +56,24 @@ def _no_gpu_properties(module_name):
     return undo
 
 
+def _cu_seqlens_on_the_masks_device(module):
+    """HunyuanVideo's forward builds flash attention's cumulative sequence lengths with `device="cuda"` whatever the
+    attention (musubi hunyuan_model/attention.py:78): the same lengths (per sample: its text and image tokens, then
+    its padding) on the mask's device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+
+    def get_cu_seqlens(text_mask, img_len):
+        full = text_mask.shape[1] + img_len
+        starts = torch.arange(text_mask.shape[0], device=text_mask.device) * full
+        ends = torch.stack([starts + text_mask.sum(dim=1) + img_len, starts + full], dim=1).flatten()
+        return torch.cat([ends.new_zeros(1), ends]).to(torch.int32)
+
+    module.get_cu_seqlens = get_cu_seqlens
+
+
 def _skip_ddp_for_frozen_modules_on_cpu(module):
     from accelerate.utils import DistributedType
 
@@ -90,6 +110,11 @@ def _shrink_musubi_qwen_image(module):
         init(self, *args, **{**kwargs, **tiny_dims.MUSUBI_QWEN_IMAGE})
 
     cls.__init__ = tiny_init
+
+
+def _shrink_musubi_hunyuan_video(module):
+    for config in module.HUNYUAN_VIDEO_CONFIG.values():
+        config.update(tiny_dims.MUSUBI_HUNYUAN_VIDEO)
 
 
 def _shrink_sd_flux(module):
@@ -140,21 +165,29 @@ BEFORE = {
     "musubi_tuner.wan.modules.t5": _current_device_zero,
     "extensions_built_in.diffusion_models.omnigen2.src.ops.triton.layer_norm": _no_gpu_properties,  # ai-toolkit
 }
-AFTER = {"accelerate.accelerator": _skip_ddp_for_frozen_modules_on_cpu}
+AFTER = {  # module name: what to do to it once it has run, in order
+    "accelerate.accelerator": [_skip_ddp_for_frozen_modules_on_cpu],
+    "musubi_tuner.hunyuan_model.models": [_cu_seqlens_on_the_masks_device],
+}
+TINY = {
+    "musubi_tuner.wan.configs": _shrink_musubi_wan,
+    "musubi_tuner.flux.flux_models": _shrink_musubi_flux_kontext,
+    "musubi_tuner.qwen_image.qwen_image_model": _shrink_musubi_qwen_image,
+    "musubi_tuner.hunyuan_model.models": _shrink_musubi_hunyuan_video,
+    "library.flux_models": _shrink_sd_flux,
+    "library.flux_utils": _shrink_sd_text_encoders,
+    "library.sd3_utils": _shrink_sd3,
+    "library.sd3_models": _shrink_sd3_vae,
+    "library.lumina_models": _shrink_sd_lumina,
+    "library.lumina_util": _shrink_sd_gemma2,
+}
 if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
-    AFTER["musubi_tuner.wan.configs"] = _shrink_musubi_wan
-    AFTER["musubi_tuner.flux.flux_models"] = _shrink_musubi_flux_kontext
-    AFTER["musubi_tuner.qwen_image.qwen_image_model"] = _shrink_musubi_qwen_image
-    AFTER["library.flux_models"] = _shrink_sd_flux
-    AFTER["library.flux_utils"] = _shrink_sd_text_encoders
-    AFTER["library.sd3_utils"] = _shrink_sd3
-    AFTER["library.sd3_models"] = _shrink_sd3_vae
-    AFTER["library.lumina_models"] = _shrink_sd_lumina
-    AFTER["library.lumina_util"] = _shrink_sd_gemma2
+    for name, shrink in TINY.items():
+        AFTER.setdefault(name, []).append(shrink)
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):
-    """Runs BEFORE[name]() before and AFTER[name](module) after the module `name` executes, once each."""
+    """Runs BEFORE[name](name) before and each of AFTER[name] on the module after the module `name` executes, once."""
 
     def find_spec(self, name, path, target=None):
         if name not in BEFORE and name not in AFTER:
@@ -177,8 +210,8 @@ class _ImportHook(importlib.abc.MetaPathFinder):
         finally:
             if undo is not None:
                 undo()
-        if name in AFTER:
-            AFTER.pop(name)(module)
+        for change in AFTER.pop(name, []):
+            change(module)
 
 
 sys.meta_path.insert(0, _ImportHook())

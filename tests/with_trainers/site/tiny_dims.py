@@ -55,3 +55,8 @@ SD_LUMINA = {"dim": 64, "n_layers": 4, "n_heads": 2, "n_kv_heads": 1, "multiple_
              "axes_dims": [8, 12, 12], "cap_feat_dim": 32}  # fmt: skip
 SD_GEMMA2 = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
              "num_key_value_heads": 1, "head_dim": 16, "vocab_size": 1024}  # fmt: skip
+
+# musubi-tuner's HunyuanVideo (`musubi_tuner.hunyuan_model.models.HUNYUAN_VIDEO_CONFIG`): 3 double + 3 single blocks
+# of width 64, 2 heads of 32 (= the sum of the rotary dims); the text widths (LLM 4096, CLIP-L 768) are literals.
+MUSUBI_HUNYUAN_VIDEO = {"mm_double_blocks_depth": 3, "mm_single_blocks_depth": 3, "rope_dim_list": [8, 12, 12],
+                        "hidden_size": 64, "heads_num": 2}  # fmt: skip

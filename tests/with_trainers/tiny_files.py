@@ -3,8 +3,7 @@ on a CPU with no download: `python tiny_files.py TRAINER FOLDER` in the trainer'
 importable) writes them into FOLDER and prints what it wrote as JSON.
 
 - Weights: the trainer's own model class built at the sizes of `site/tiny_dims.py` and saved with the key names of
-  the released checkpoints (random weights; the zero-initialised ones re-drawn, as after some training, so that a
-  LoRA gets gradients from the first step).
+  the released checkpoints (random weights; the zero-initialised and uninitialised ones re-drawn).
 - Data: a few 64x64 images with captions, and the caches the trainer's cache scripts would write for them (same
   file names, tensor keys, dtypes and metadata), filled with fixed random latents and text-encoder outputs, so no
   VAE or text encoder is needed.
@@ -24,11 +23,14 @@ IMAGES = 3  # items in each tiny dataset
 SIZE = 64  # image side in pixels: 8x8 latents (VAE stride 8)
 
 
-def _redraw_zeros(model: torch.nn.Module, seed: int = 0) -> None:
+def _redraw_unset(model: torch.nn.Module, seed: int = 0) -> None:
+    """Re-draw the weights a released checkpoint would set: all-zero ones (zero-initialised heads and gates, so that a
+    LoRA gets gradients from the first step) and ones left uninitialised (`torch.empty`, e.g. SD3's position table:
+    whatever memory held, NaN included)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            if not parameter.any():
+            if not parameter.any() or not torch.isfinite(parameter).all() or parameter.abs().max() > 1e3:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
 
 
@@ -54,7 +56,7 @@ def musubi_wan(folder: Path) -> dict:
     torch.manual_seed(0)
     model = WanModel(model_type="t2v", dim=dims["dim"], ffn_dim=dims["ffn_dim"], num_heads=dims["num_heads"],
                      num_layers=dims["num_layers"], text_len=dims["text_len"], attn_mode="torch")  # fmt: skip
-    _redraw_zeros(model)
+    _redraw_unset(model)
     dit = folder / "wan2.1_t2v_1.3B_tiny_fp32.safetensors"
     # The released 1.3B file (ComfyUI's repackaging, which musubi's docs point to) keeps ComfyUI's prefix.
     save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in model.state_dict().items()}, dit)
@@ -88,7 +90,7 @@ def musubi_hunyuan_video(folder: Path) -> dict:
     torch.manual_seed(0)
     model = models.load_dit_model(text_states_dim=4096, text_states_dim_2=768, in_channels=16, out_channels=16,
                                   factor_kwargs={"attn_mode": "torch"})  # fmt: skip
-    _redraw_zeros(model)
+    _redraw_unset(model)
     dit = folder / "mp_rank_00_model_states_tiny.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, dit)
 
@@ -122,7 +124,7 @@ def musubi_flux_kontext(folder: Path) -> dict:
 
     torch.manual_seed(0)
     flux = flux_models.Flux(flux_models.configs_flux_dev_context.params)  # shrunk by sitecustomize
-    _redraw_zeros(flux)
+    _redraw_unset(flux)
     dit = folder / "flux1-kontext-dev-tiny.safetensors"
     save_file({k: v.contiguous() for k, v in flux.state_dict().items()}, dit)
 
@@ -165,7 +167,7 @@ def musubi_qwen_image(folder: Path) -> dict:
         attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584, guidance_embeds=False,
         axes_dims_rope=(16, 56, 56), attn_mode="torch",
     )  # fmt: skip
-    _redraw_zeros(model)
+    _redraw_unset(model)
     dit = folder / "qwen_image_tiny_bf16.safetensors"  # bf16 like the released file (musubi trains it in bf16)
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}, dit)
 
@@ -239,7 +241,7 @@ def sd_scripts_flux(folder: Path) -> dict:
     double, single = tiny_dims.SD_FLUX_BLOCKS
     params = flux_models.configs["dev"].params  # shrunk by sitecustomize (LAYERSYNC_TINY_TRAINERS=1)
     flux = flux_models.Flux(type(params)(**{**params.__dict__, "depth": double, "depth_single_blocks": single}))
-    _redraw_zeros(flux)
+    _redraw_unset(flux)
     files = {"dit": folder / "flux1-dev-tiny.safetensors", "clip_l": folder / "clip_l-tiny.safetensors",
              "t5xxl": folder / "t5xxl-tiny.safetensors", "ae": folder / "ae-tiny.safetensors"}  # fmt: skip
     save_file({k: v.contiguous() for k, v in flux.state_dict().items()}, files["dit"])
@@ -292,7 +294,7 @@ def sd_scripts_sd3(folder: Path) -> dict:
                                   context_embedder_out_features=64 * tiny_dims.SD3_DEPTH,
                                   model_type="medium")  # fmt: skip
     mmdit, vae = sd3_models.create_sd3_mmdit(params), sd3_models.SDVAE()  # VAE shrunk by sitecustomize
-    _redraw_zeros(mmdit)
+    _redraw_unset(mmdit)
     weights = {f"model.diffusion_model.{k}": v for k, v in mmdit.state_dict().items()}
     weights.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
     files = {"dit": folder / "sd3_medium-tiny.safetensors", "clip_l": folder / "clip_l-tiny.safetensors",
@@ -359,7 +361,7 @@ def sd_scripts_lumina(folder: Path) -> dict:
 
     torch.manual_seed(0)
     model = lumina_models.NextDiT_2B_GQA_patch2_Adaln_Refiner()  # get_2b_config shrunk by sitecustomize
-    _redraw_zeros(model)
+    _redraw_unset(model)
     files = {"dit": folder / "lumina-image-2-tiny.safetensors", "gemma2": folder / "gemma-2-2b-tiny.safetensors",
              "ae": folder / "ae-tiny.safetensors"}  # fmt: skip
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, files["dit"])
@@ -401,7 +403,7 @@ def ai_toolkit_flux(folder: Path) -> dict:
     torch.manual_seed(0)
     dims = tiny_dims.AI_TOOLKIT_FLUX
     transformer = FluxTransformer2DModel(**dims["transformer"])
-    _redraw_zeros(transformer)
+    _redraw_unset(transformer)
     vae = AutoencoderKL(**dims["vae"])
     clip = CLIPTextModel(CLIPTextConfig(**dims["clip"]))
     t5 = T5EncoderModel(T5Config(**dims["t5"]))

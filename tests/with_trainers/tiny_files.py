@@ -24,14 +24,18 @@ SIZE = 64  # image side in pixels: 8x8 latents (VAE stride 8)
 
 
 def _redraw_unset(model: torch.nn.Module, seed: int = 0) -> None:
-    """Re-draw the weights a released checkpoint would set: all-zero ones (zero-initialised heads and gates, so that a
-    LoRA gets gradients from the first step) and ones left uninitialised (`torch.empty`, e.g. SD3's position table:
-    whatever memory held, NaN included)."""
+    """Re-draw the weights a released checkpoint would set: all-zero parameters (zero-initialised heads and gates, so
+    that a LoRA gets gradients from the first step) and parameters or buffers left uninitialised (`torch.empty`, e.g.
+    SD3's position-table buffer: whatever memory held, NaN included)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.parameters():
-            if not parameter.any() or not torch.isfinite(parameter).all() or parameter.abs().max() > 1e3:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+        weights = [(p, True) for p in model.parameters()] + [(b, False) for b in model.buffers()]
+        for tensor, is_parameter in weights:
+            if not tensor.is_floating_point() or not tensor.numel():
+                continue
+            unset = not torch.isfinite(tensor).all() or tensor.abs().max() > 1e3
+            if unset or (is_parameter and not tensor.any()):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
 
 
 def _images(folder: Path) -> list[str]:

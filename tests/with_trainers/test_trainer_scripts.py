@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 RUNS = [
     "musubi_wan",
+    "musubi_hunyuan_video",
     "musubi_flux_kontext",
     "musubi_qwen_image",
     "sd_scripts_flux",

@@ -6,8 +6,8 @@ report line each get their own, and none resets another's. Nothing is read back 
 (one host sync per read, none per step).
 
 Over several processes a number must be the mean over all of them, with no collective where a trainer logs (on the
-main process only, often): `share()`, called on every process at the same points (the runner calls it in `backward`
-at each optimizer step), starts summing the totals over the processes without waiting; a shared window reads the
+main process only, often): `share()`, called on every process at the same points (the runner calls it at each
+`backward`), starts summing the totals over the processes without waiting; a shared window reads the
 latest such sum, waiting for it there.
 """
 

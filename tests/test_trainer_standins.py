@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from launch import fresh_accelerate_state  # noqa: F401 (an autouse fixture)
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
 SCRIPTS = Path(__file__).parent / "scripts" / "trainers"
 

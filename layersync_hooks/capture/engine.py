@@ -174,6 +174,7 @@ class BlockCapture:
         self._reads_model = any(b.stack.reads_inputs for b in self.blocks)
         self._paused = 0
         self._open: Optional[_Record] = None  # the forward running now
+        self._opener: Optional[weakref.ref] = None  # the module whose call opened it: its return closes it
         self._records: list[_Record] = []  # recorded forwards not yet popped, oldest first
         self._why_none = (
             f"No training forward of {self._name} has run since the hooks were attached. (A model compiled whole "
@@ -184,15 +185,16 @@ class BlockCapture:
         self._handles: Optional[list] = self._register()
 
     def _register(self) -> list:
-        root, trainer = self._root(), self._trainer()
-        handles = [
-            _register(trainer.register_forward_pre_hook, _Hook(self, trainer, self._on_call), with_kwargs=True),
-            _register(trainer.register_forward_hook, _Hook(self, trainer, self._on_return), with_kwargs=True,
-                      always_call=True),
-        ]  # fmt: skip
-        if trainer is not root:  # the model's own call, for token rules that read its arguments
-            handles.append(_register(root.register_forward_pre_hook, _Hook(self, root, self._on_model_call),
-                                     with_kwargs=True))  # fmt: skip
+        handles = []
+        # The model's call opens a record; so does the training module's, when one is given: DiffSynth-Studio's runs
+        # the blocks itself and never calls the model, while a wrapper such as sd-scripts' DeepSpeedWrapper is
+        # never called and the model is. Nested, the outer call opens the record and the inner one is kept.
+        for module in dict.fromkeys((self._trainer(), self._root())):
+            handles += [
+                _register(module.register_forward_pre_hook, _Hook(self, module, self._on_call), with_kwargs=True),
+                _register(module.register_forward_hook, _Hook(self, module, self._on_return), with_kwargs=True,
+                          always_call=True),
+            ]  # fmt: skip
         for block in self.blocks:
             hook = _Hook(self, block.module, self._on_block_output, block.path)
             handles.append(_register(block.module.register_forward_hook, hook, with_kwargs=True))
@@ -205,6 +207,11 @@ class BlockCapture:
             return None
         if self._copies:
             self._purge_copies()
+        record = self._open
+        if record is not None and self._opener() is not module:  # the model inside the training module's call
+            if self._reads_model and module is self._root() and record.model_call is None:
+                record.model_call = (args, kwargs)
+            return None
         # An open record here means the last forward never returned: a BaseException (KeyboardInterrupt,
         # SystemExit) skips the always-called hook. Its blocks must not pair with this forward's: dropped.
         self._open = None
@@ -214,13 +221,7 @@ class BlockCapture:
             return None
         self._drop_finished()  # what they hold could only pin memory
         self._open = _Record((args, kwargs) if self._reads_model and module is self._root() else None)
-        return None
-
-    def _on_model_call(self, module, args, kwargs):
-        """With an outer training module: keep the model's first call inside the training forward."""
-        record = self._open
-        if record is not None and self._reads_model and record.model_call is None:
-            record.model_call = (args, kwargs)
+        self._opener = weakref.ref(module)
         return None
 
     def _on_block_output(self, path, module, args, kwargs, output):
@@ -242,9 +243,9 @@ class BlockCapture:
         return None
 
     def _on_return(self, module, args, kwargs, output):
+        if self._open is None or self._opener() is not module:
+            return None  # not recording, or the inner call of a nested pair
         record, self._open = self._open, None
-        if record is None:
-            return None
         missing = [b.path for b in self.blocks if b.path not in record.stored] if record.stored is not None else []
         if output is None:  # an always-called hook gets no output only when the forward raised
             self._why_none = f"An exception stopped the last training forward of {self._name}."
@@ -373,8 +374,7 @@ class BlockCapture:
 
 # Dynamo inlines the hooks into a whole-model graph; under regional compilation they run as plain Python, never
 # as compiled frames of their own (one per hooked block would reach the recompile limit).
-for _code in (_Hook.__call__, BlockCapture._on_call, BlockCapture._on_return, BlockCapture._on_model_call,
-              BlockCapture._on_block_output):  # fmt: skip
+for _code in (_Hook.__call__, BlockCapture._on_call, BlockCapture._on_return, BlockCapture._on_block_output):
     never_compiled_alone(_code)
 
 

@@ -9,8 +9,8 @@ accelerate's trackers, and restores them on exit:
   with `save_state` / `load_state` (`LayerSync.register_with`). Nothing else is prepared or registered.
 - `backward`: adds the LayerSync term of the training forwards since the last backward to the loss before
   accelerate divides it for gradient accumulation (or hands it to DeepSpeed, which does) and scales it for fp16,
-  exactly as `loss = loss + layersync.loss()` in the script would. At each optimizer step, every process starts
-  summing LayerSync's totals over the processes, without waiting (`Meter.share`).
+  exactly as `loss = loss + layersync.loss()` in the script would. There, every process starts summing LayerSync's
+  totals over the processes, without waiting (`Meter.share`).
 - `log`: adds the LayerSync metrics to the script's own `accelerator.log` calls, and to its trackers' `log` when a
   trainer calls a tracker directly (kohya sd-scripts' LoRA scripts). The values are the means over every process,
   as the README's edit logs them, with no collective there: trainers log on the main process only.
@@ -224,9 +224,11 @@ class AutoAttach:
             if accelerator is self.accelerator:
                 loss = self._add_term(loss)
             result = original(accelerator, loss, **kwargs)
-            if accelerator is self.accelerator and accelerator.sync_gradients:
+            if accelerator is self.accelerator:
                 self.layersync.meter.share()  # every process passes here: the means over processes, for `log`
-                self._report.step(self.skipped_backwards)
+                self._logged = (object(), {})  # new values: the next log reads them
+                if accelerator.sync_gradients:
+                    self._report.step(self.skipped_backwards)
             return result
 
         return backward
@@ -274,7 +276,8 @@ class AutoAttach:
 
     # -- log ---------------------------------------------------------------------------------------------------
     def _metrics(self, step: Any) -> dict[str, float]:
-        """The means over every process since the last read, read once per step for every tracker of it."""
+        """The means over every process since the last read. The trackers a trainer calls one after another for one
+        step get the same values: read once per step until the next backward."""
         if step is None or step != self._logged[0]:
             self._logged = (step, self.layersync.metrics(window=self._log_window))
         return self._logged[1]

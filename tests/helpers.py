@@ -3,6 +3,7 @@ the demo's PNG grids, importing a benchmark script, and saving a tiny model. Tes
 the fixtures in conftest.py), never from each other."""
 
 import importlib.util
+import runpy
 import sys
 from pathlib import Path
 
@@ -158,3 +159,19 @@ def save_tiny(folder, family, weights=True):
     else:
         model.save_config(folder)
     return folder
+
+
+# -- the trainers' stand-ins -----------------------------------------------------------------------------------
+STAND_INS = Path(__file__).parent / "scripts" / "trainers"
+
+
+def run_stand_in(script: str, out, *args) -> Path:
+    """`python tests/scripts/trainers/SCRIPT --output_dir OUT ARGS`, in this process; returns OUT."""
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [str(STAND_INS / script), "--output_dir", str(out), *args]
+    sys.path.insert(0, str(STAND_INS))
+    try:
+        runpy.run_path(str(STAND_INS / script), run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return Path(out)

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
+from layout_proof import spans
 from tiny_models import TINY, build, enable_checkpointing, prediction
 
 from layersync_hooks import BlockCapture, BlockLayout, LayerSync
@@ -200,15 +201,6 @@ def compact(positions, length, offset=0):
     counts = positions.sum(1, keepdim=True)
     index = torch.arange(length)[None] - offset
     return (index >= 0) & (index < counts)
-
-
-def spans(mask):
-    """'[a:b) [c:d)' per row, for failure messages."""
-    rows = []
-    for row in mask.tolist():
-        edges = [i for i in range(len(row) + 1) if (row[i - 1] if i else False) != (row[i] if i < len(row) else False)]
-        rows.append(" ".join(f"[{a}:{b})" for a, b in zip(edges[::2], edges[1::2])) or "none")
-    return "; ".join(rows)
 
 
 def prepare(name, checkpointing):

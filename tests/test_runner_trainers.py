@@ -5,12 +5,11 @@ trainer shows its own; a checkpoint resumes both ways. tests/with_trainers/ does
 
 import json
 import os
-import runpy
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import STAND_INS, run_stand_in
 from launch import CPU_ENV, two_processes
 from safetensors.torch import load_file
 
@@ -18,33 +17,14 @@ from layersync_hooks.commands.cli import main
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
-SCRIPTS = Path(__file__).parent / "scripts" / "trainers"
+SCRIPTS = STAND_INS
 SITE = Path(__file__).parent / "with_trainers" / "site"  # the CPU work-around for frozen modules under DDP
 PAIR = ["--layersync_student_block", "2", "--layersync_teacher_block", "4"]
 
 
 def hand_edit(script, out, *args):
     """`python SCRIPT --hand_edit PAIR ...`: the README's edit, in this process."""
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [str(SCRIPTS / script), "--output_dir", str(out), "--hand_edit", *PAIR, *args]
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        runpy.run_path(str(SCRIPTS / script), run_name="__main__")
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
-    return Path(out)
-
-
-def plain(script, out, *args):
-    """The unmodified stand-in, without LayerSync."""
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [str(SCRIPTS / script), "--output_dir", str(out), *args]
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        runpy.run_path(str(SCRIPTS / script), run_name="__main__")
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
-    return Path(out)
+    return run_stand_in(script, out, "--hand_edit", *PAIR, *args)
 
 
 def runner(script, out, *args, options=()):
@@ -100,7 +80,7 @@ def test_runner_equals_the_hand_edit_in_each_trainers_loop(case, tmp_path, monke
     script, args = CASES[case]
     edit = hand_edit(script, tmp_path / "edit", *args)
     run = runner(script, tmp_path / "runner", *args)
-    off = plain(script, tmp_path / "plain", *args)
+    off = run_stand_in(script, tmp_path / "plain", *args)
     assert distance(lora(run), lora(edit)) <= 1e-6
     assert distance(lora(run), lora(off)) > 1e-5
 

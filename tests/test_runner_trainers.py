@@ -185,9 +185,10 @@ for step in range(2):
 """
 
 
-def test_a_run_that_cannot_get_the_term_stops_at_the_first_step(tmp_path, capsys):
+def test_a_run_that_cannot_get_the_term_stops_at_the_first_step(tmp_path, capsys, monkeypatch):
     """A denoiser that never runs a training forward: the runner stops at the first backward with the capture's
     reason (exit 2), instead of training without the term and exiting 0; so does a model the runner cannot find."""
+    monkeypatch.chdir(tmp_path)  # the script names no output folder: the runner's file lands here
     script = tmp_path / "train.py"
     script.write_text(NO_TERM_SCRIPT.format(tests=str(Path(__file__).parent)))
     assert main(["run", *PAIR, "--", str(script)]) == 2

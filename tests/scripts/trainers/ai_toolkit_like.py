@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from common import LoRANetwork, Steps, TinyDataset, collate, noisy_inputs, save_network, tiny_dit
+from stand_in import LoRANetwork, Steps, TinyDataset, collate, noisy_inputs, save_network, tiny_dit
 from torch import nn
 
 from layersync_hooks import LayerSync  # README edit

@@ -23,7 +23,7 @@ from pathlib import Path
 import accelerate
 import torch
 from accelerate import Accelerator
-from common import (
+from stand_in import (
     JsonTracker,
     LoRANetwork,
     Steps,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from common import (
+from stand_in import (
     JsonTracker,
     LoRANetwork,
     Steps,

@@ -1,14 +1,15 @@
 """musubi-tuner's `wan_train_network.py` with LayerSync added by hand, without editing musubi's files: its trainer
 subclassed through the extension points `training/trainer_base.py` offers for exactly this ("seams": a hook on the
-raw DiT before `prepare`, `process_batch` right before `accelerator.backward`, `extra_step_logs` into its
-`accelerator.log`).
+raw DiT before `prepare`, `process_batch` right before `accelerator.backward`, a hook after each optimizer step on
+every process, `extra_step_logs` into its `accelerator.log`).
 
 It is the README's edit, placed where musubi lets an extension place it:
 - `on_transformer_loaded` (raw DiT, before `prepare`): `layersync = LayerSync.from_config(transformer, args)` and
   `layersync.register_with(accelerator)` (before the resume's `load_state`);
 - `process_batch`: `loss = loss + layersync.loss()`: its loss goes straight to `accelerator.backward`;
-- `extra_step_logs`: `layersync.metrics(sync=False)`: musubi calls it only where trackers exist (the main process),
-  so the README's all-reducing `metrics()` would wait forever for the other processes there.
+- `on_post_optimizer_step` (every process): `layersync.metrics()`, the mean over the processes (one all-reduce, so
+  every process must join it: musubi logs on the main process only, where its trackers are);
+- `extra_step_logs` (main process, just before `accelerator.log`): those metrics into musubi's logs.
 
 Run it as `wan_train_network.py` is run, with the `--layersync_*` flags added (`--layersync_enabled` on).
 """
@@ -28,13 +29,19 @@ class WanWithLayerSync(WanNetworkTrainer):
         super().on_transformer_loaded(args, accelerator, transformer)
         self.layersync = LayerSync.from_config(transformer, args)
         self.layersync.register_with(accelerator)
+        self.layersync_logs = {}
 
     def process_batch(self, *args, **kwargs):
         loss, metrics = super().process_batch(*args, **kwargs)
         return loss + self.layersync.loss(), metrics
 
+    def on_post_optimizer_step(self, args, accelerator, network, transformer, sync_gradients, global_step):
+        super().on_post_optimizer_step(args, accelerator, network, transformer, sync_gradients, global_step)
+        if sync_gradients:  # the optimizer stepped: the mean of this step's terms over every process
+            self.layersync_logs = self.layersync.metrics()
+
     def extra_step_logs(self, args, logs):
-        return {**super().extra_step_logs(args, logs), **self.layersync.metrics(sync=False)}
+        return {**super().extra_step_logs(args, logs), **self.layersync_logs}
 
 
 def main():

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 HERE = Path(__file__).parent
 SITE = HERE / "site"  # sitecustomize: the CPU work-arounds and the tiny config tables
 REPO = HERE.parents[1]  # layersync_hooks, importable by the runner in the trainer's environment
 LORA_FILE = "tiny.safetensors"  # every run's `--output_name tiny`
+METRICS_FILE = "layersync_metrics.jsonl"  # the runner's report lines, in the script's output folder
+HAND_EDITS = HERE / "hand_edit"  # the trainers' scripts with LayerSync added by hand, without editing their files
+# What the runner and the hand edits align on every tiny model: block 2 to block 4 (of 5 to 7), weight 0.2.
+LAYERSYNC = ["--layersync_student_block", "2", "--layersync_teacher_block", "4"]
 
 
 def _free_port() -> int:
@@ -91,6 +96,83 @@ class AiToolkitRun(TrainerRun):
         config.write_text(Path(self.args[0]).read_text().replace("{output}", str(output_dir)))
         launch = [self.python] if runner is None else [self.python, "-m", "layersync_hooks", "run", *runner, "--"]
         return [*launch, str(self.script), str(config)]
+
+
+def hand_edited(run: TrainerRun, script: str, layersync: list[str] = LAYERSYNC) -> TrainerRun:
+    """The same run with the trainer's script replaced by its hand edit `hand_edit/SCRIPT`, LayerSync on through the
+    script's own `--layersync_*` flags."""
+    return replace(run, script=HAND_EDITS / script, args=[*run.args, "--layersync_enabled", *layersync])
+
+
+# ai-toolkit has no place a subclass could add LayerSync: its SDTrainer.py is edited as the README says, in a copy
+# of the checkout. Each anchor is the exact text at ai-toolkit 27a03a9, and must occur exactly once.
+AI_TOOLKIT_TRAINER = "extensions_built_in/sd_trainer/SDTrainer.py"
+AI_TOOLKIT_EDITS = [
+    (  # LayerSync on the transformer before `prepare_accelerator` prepares it, its state in accelerate's checkpoints
+        "    def hook_before_train_loop(self):\n        super().hook_before_train_loop()\n",
+        "    def hook_before_train_loop(self):\n"
+        "        from layersync_hooks import LayerSync\n\n"
+        "        self.layersync = LayerSync.from_config(self.sd.unet, CONFIG)\n"
+        "        self.layersync.register_with(self.accelerator)\n"
+        "        super().hook_before_train_loop()\n",
+    ),
+    (  # the term, right before the training step's backward (the other `backward(loss)` is in another method)
+        "                    # else:\n                    self.accelerator.backward(loss)\n",
+        "                    # else:\n"
+        "                    loss = loss + self.layersync.loss()\n"
+        "                    self.accelerator.backward(loss)\n",
+    ),
+    (  # the metrics into the step's losses, which ai-toolkit shows (progress bar, its tensorboard log); every process
+        "        loss_dict = OrderedDict(\n            {'loss': (total_loss / len(batch_list)).item()}\n        )\n",
+        "        loss_dict = OrderedDict(\n            {'loss': (total_loss / len(batch_list)).item()}\n        )\n"
+        "        loss_dict.update(self.layersync.metrics())\n",
+    ),
+]
+
+
+def ai_toolkit_hand_edited(run: TrainerRun, folder: Path, config: dict) -> TrainerRun:
+    """The same ai-toolkit run from a copy of its checkout in `folder` whose SDTrainer.py adds LayerSync (`config`,
+    LayerSync's config keys) by hand; the checkout itself is never edited."""
+    copy = folder / "ai-toolkit"
+    shutil.copytree(run.source, copy, ignore=shutil.ignore_patterns(".git", "ui", "__pycache__", "node_modules"))
+    trainer = copy / AI_TOOLKIT_TRAINER
+    text = trainer.read_text()
+    for anchor, edit in AI_TOOLKIT_EDITS:
+        if text.count(anchor) != 1:
+            raise ValueError(
+                f"The hand edit's anchor {anchor!r} occurs {text.count(anchor)} times in ai-toolkit's "
+                f"{AI_TOOLKIT_TRAINER} (once at 27a03a9): update AI_TOOLKIT_EDITS in runs.py to this checkout."
+            )
+        text = text.replace(anchor, edit.replace("CONFIG", repr(config)))
+    trainer.write_text(text)
+    return replace(run, source=copy, script=copy / "run.py")
+
+
+TENSORBOARD_READER = """
+import json, sys
+from pathlib import Path
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+scalars = {}
+for events in sorted(Path(sys.argv[1]).glob("**/events.out.tfevents.*")):
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    for tag in accumulator.Tags()["scalars"]:
+        scalars.setdefault(tag, []).extend([event.step, event.value] for event in accumulator.Scalars(tag))
+print(json.dumps(scalars))
+"""
+
+
+def tensorboard_scalars(python: str, folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the tensorboard event files under `folder`: {tag: [(step, value), ...]}, read by tensorboard
+    itself in the trainer's environment (the trainers log to tensorboard; this environment need not have it)."""
+    done = subprocess.run([python, "-c", TENSORBOARD_READER, str(folder)], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    return {tag: [(int(step), value) for step, value in rows] for tag, rows in json.loads(done.stdout).items()}
+
+
+def metrics_lines(path: Path) -> list[dict]:
+    """The runner's `layersync_metrics.jsonl`, one dict per report line."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass
@@ -186,7 +268,8 @@ def ai_toolkit_flux(python: str, source: Path, folder: Path) -> TrainerRun:
     """ai-toolkit's `run.py` with a FLUX.1 LoRA job (its config/examples/train_lora_flux_24gb.yaml, less what a CPU
     cannot do: cuda, bf16, quantization, 8-bit AdamW, EMA, sampling) on a tiny FLUX.1 pipeline folder."""
     files = write_tiny_files(python, source, "ai-toolkit-flux", folder)
-    return AiToolkitRun(python, source, source / "run.py", [files["config"]])
+    # run.py seeds python, numpy and torch from SEED (ai-toolkit's own switch): unseeded, two runs differ
+    return AiToolkitRun(python, source, source / "run.py", [files["config"]], env={"SEED": "42"})
 
 
 def sd_scripts_sd3(python: str, source: Path, folder: Path) -> TrainerRun:

@@ -425,7 +425,8 @@ def ai_toolkit_flux(folder: Path) -> dict:
 
 
 # config/examples/train_lora_flux_24gb.yaml, less what a CPU cannot do (cuda, bf16, quantize, 8-bit AdamW, EMA,
-# sampling), for 4 steps at 64x64. `training_folder` is set by the test (`{output}` is replaced).
+# sampling), for 4 steps at 64x64. `training_folder` is set by the test (`{output}` is replaced); its tensorboard
+# log (`log_dir`, every step) is where it shows its own losses.
 AI_TOOLKIT_FLUX_YAML = """---
 job: extension
 config:
@@ -433,6 +434,9 @@ config:
   process:
     - type: 'sd_trainer'
       training_folder: "{{output}}"
+      log_dir: "{{output}}/logs"
+      logging:
+        log_every: 1
       device: cpu
       network:
         type: "lora"

@@ -20,6 +20,9 @@ so a process that never imports them pays nothing:
   `configs_flux_dev_context` and Qwen-Image's constructor arguments, sd-scripts' `flux_models.configs`, the
   CLIP/T5/Gemma 2 configs its loaders build, its SD3 VAE's constructor defaults and Lumina 2's `get_2b_config`.
 
+- A model class without a layout (only with `LAYERSYNC_TEST_NO_LAYOUT=<qualified class name>`): that row of
+  LayerSync's layout table is left out, so a trainer's own DiT class stands for one LayerSync does not know.
+
 None of this is part of layersync_hooks; the trainers' files are never edited.
 """
 
@@ -161,6 +164,11 @@ def _shrink_sd_gemma2(module):
     module.Gemma2Config = lambda **config: gemma2(**{**config, **tiny_dims.SD_GEMMA2})
 
 
+def _without_a_layout(module):
+    """The table row of `LAYERSYNC_TEST_NO_LAYOUT` left out: its class has no layout in this process."""
+    del module.LAYOUTS[os.environ["LAYERSYNC_TEST_NO_LAYOUT"]]
+
+
 BEFORE = {
     "musubi_tuner.wan.modules.t5": _current_device_zero,
     "extensions_built_in.diffusion_models.omnigen2.src.ops.triton.layer_norm": _no_gpu_properties,  # ai-toolkit
@@ -181,6 +189,8 @@ TINY = {
     "library.lumina_models": _shrink_sd_lumina,
     "library.lumina_util": _shrink_sd_gemma2,
 }
+if os.environ.get("LAYERSYNC_TEST_NO_LAYOUT"):
+    AFTER.setdefault("layersync_hooks.layouts.table", []).append(_without_a_layout)
 if os.environ.get("LAYERSYNC_TINY_TRAINERS") == "1":
     for name, shrink in TINY.items():
         AFTER.setdefault(name, []).append(shrink)

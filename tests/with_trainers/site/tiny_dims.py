@@ -9,7 +9,7 @@ MUSUBI_WAN = {"dim": 48, "ffn_dim": 96, "num_heads": 2, "num_layers": 6, "text_l
 # two heads of 32 (= the sum of the rotary axes); CLIP-L and T5-XXL built by `library.flux_utils` from configs written
 # inside its loaders, shrunk where it builds them; the AutoEncoder at two levels of 32 channels.
 SD_FLUX = {"hidden_size": 64, "num_heads": 2, "axes_dim": [8, 12, 12], "vec_in_dim": 32, "context_in_dim": 32}
-SD_FLUX_BLOCKS = (3, 3)  # double, single: the weight file holds this many
+SD_FLUX_BLOCKS = (3, 4)  # double, single: the weight file holds this many (4 single: `--blocks_to_swap 2` fits)
 SD_FLUX_AE = {"ch": 32, "ch_mult": [1, 1], "num_res_blocks": 1}
 SD_CLIP_L = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
              "projection_dim": 32}  # fmt: skip

@@ -7,9 +7,10 @@ It is the README's edit, placed where musubi lets an extension place it:
 - `on_transformer_loaded` (raw DiT, before `prepare`): `layersync = LayerSync.from_config(transformer, args)` and
   `layersync.register_with(accelerator)` (before the resume's `load_state`);
 - `process_batch`: `loss = loss + layersync.loss()`: its loss goes straight to `accelerator.backward`;
-- `on_post_optimizer_step` (every process): `layersync.metrics()`, the mean over the processes (one all-reduce, so
-  every process must join it: musubi logs on the main process only, where its trackers are);
-- `extra_step_logs` (main process, just before `accelerator.log`): those metrics into musubi's logs.
+- `on_post_optimizer_step` (every process, after each micro-step, as the README's scripts build their logs):
+  `layersync.metrics()`, the mean over the processes (one all-reduce, so every process must join it: musubi logs on
+  the main process only, where its trackers are);
+- `extra_step_logs` (main process, just before `accelerator.log`, every micro-step): those metrics into its logs.
 
 Run it as `wan_train_network.py` is run, with the `--layersync_*` flags added (`--layersync_enabled` on).
 """
@@ -37,8 +38,7 @@ class WanWithLayerSync(WanNetworkTrainer):
 
     def on_post_optimizer_step(self, args, accelerator, network, transformer, sync_gradients, global_step):
         super().on_post_optimizer_step(args, accelerator, network, transformer, sync_gradients, global_step)
-        if sync_gradients:  # the optimizer stepped: the mean of this step's terms over every process
-            self.layersync_logs = self.layersync.metrics()
+        self.layersync_logs = self.layersync.metrics()  # this micro-step's term, over every process
 
     def extra_step_logs(self, args, logs):
         return {**super().extra_step_logs(args, logs), **self.layersync_logs}

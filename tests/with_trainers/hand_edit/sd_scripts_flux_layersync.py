@@ -6,8 +6,9 @@ It is the README's edit, placed where sd-scripts lets a subclass place it:
   args)` and `layersync.register_with(accelerator)` (before the resume's `load_state`);
 - `process_batch` (every process): its loss goes straight to `accelerator.backward`, so `loss = loss +
   layersync.loss()` there, for training batches only (validation calls it with `is_train=False`, no gradients);
-  and on the micro-step that ends an optimizer step, `layersync.metrics()`: the mean over the processes (one
-  all-reduce, so every process must join it: sd-scripts logs on the main process only, where its trackers are);
+  and `layersync.metrics()` after each micro-step's term, as the README's scripts build their logs: the mean over
+  the processes (one all-reduce, so every process must join it: sd-scripts logs on the main process only, where its
+  trackers are);
 - `generate_step_logs` (main process): those metrics into the logs it hands its trackers.
 
 Run it as `flux_train_network.py` is run, with the `--layersync_*` flags added (`--layersync_enabled` on); sd-scripts'
@@ -37,8 +38,7 @@ class FluxWithLayerSync(FluxNetworkTrainer):
         if not is_train:
             return loss
         loss = loss + self.layersync.loss()
-        if accelerator.sync_gradients:  # this micro-step ends an optimizer step: its terms, over every process
-            self.layersync_logs = self.layersync.metrics()
+        self.layersync_logs = self.layersync.metrics()  # this micro-step's term, over every process
         return loss
 
     def generate_step_logs(self, *args, **kwargs):

@@ -98,6 +98,14 @@ class AiToolkitRun(TrainerRun):
         return [*launch, str(self.script), str(config)]
 
 
+def in_precision(run: TrainerRun, precision: str) -> TrainerRun:
+    """The same run in mixed precision `precision` ("bf16": a CPU has no fp16 autocast): the script's
+    `--mixed_precision` and `accelerate launch`'s."""
+    args = list(run.args)
+    args[args.index("--mixed_precision") + 1] = precision
+    return replace(run, args=args, mixed_precision=precision)
+
+
 def hand_edited(run: TrainerRun, script: str, layersync: list[str] = LAYERSYNC) -> TrainerRun:
     """The same run with the trainer's script replaced by its hand edit `hand_edit/SCRIPT`, LayerSync on through the
     script's own `--layersync_*` flags."""

@@ -31,16 +31,31 @@ CASES = {
     "musubi-wan, gradient accumulation 2": ("musubi_wan", MUSUBI, ["--gradient_accumulation_steps", "2"]),
     "sd-scripts-flux, gradient accumulation 2": ("sd_scripts_flux", SD_SCRIPTS, ["--gradient_accumulation_steps", "2"]),
 }
-# Flags that change how the blocks run, one process each. On this CPU machine the offload target is the device
-# itself, and sd-scripts' block swap takes its (untested, its docstring says) path without CUDA.
+# Flags that change how the blocks run, and the flags the trainers' docs launch with, one process each: (the run's
+# fixture, its hand edit, the script's extra flags, the mixed precision). On this CPU machine the offload target is
+# the device itself, sd-scripts' block swap takes its path without CUDA (untested, its docstring says: the swapped
+# blocks share storage there), bf16 stands for the docs' fp16 (no fp16 autocast on a CPU), fp8 needs --fp8_scaled.
 FLAG_CASES = {
-    "musubi-wan --compile (eager)": ("musubi_wan", MUSUBI, ["--compile", "--compile_backend", "eager"]),
+    "musubi-wan --compile (eager)": ("musubi_wan", MUSUBI, ["--compile", "--compile_backend", "eager"], "no"),
     "musubi-wan --gradient_checkpointing_cpu_offload": (
         "musubi_wan",
         MUSUBI,
         ["--gradient_checkpointing", "--gradient_checkpointing_cpu_offload"],
+        "no",
     ),
-    "sd-scripts-flux --blocks_to_swap 2": ("sd_scripts_flux", SD_SCRIPTS, ["--blocks_to_swap", "2"]),
+    "sd-scripts-flux --blocks_to_swap 2": ("sd_scripts_flux", SD_SCRIPTS, ["--blocks_to_swap", "2"], "no"),
+    "musubi-wan as documented: bf16, fp8 (scaled), 8-bit AdamW, checkpointing": (
+        "musubi_wan",
+        MUSUBI,
+        ["--fp8_base", "--fp8_scaled", "--optimizer_type", "adamw8bit", "--gradient_checkpointing"],
+        "bf16",
+    ),
+    "sd-scripts-flux as documented: bf16, 8-bit AdamW, checkpointing, block swap": (
+        "sd_scripts_flux",
+        SD_SCRIPTS,
+        ["--optimizer_type", "AdamW8bit", "--gradient_checkpointing", "--blocks_to_swap", "2"],
+        "bf16",
+    ),
 }
 
 
@@ -114,10 +129,12 @@ def test_the_runner_trains_as_the_hand_edit(case, processes, request, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", FLAG_CASES)
-def test_the_runner_follows_the_trainers_block_flags(case, request, tmp_path):
-    """With the trainer's flags that compile, offload or swap its blocks, the runner still trains as the hand edit."""
-    fixture, hand_script, extra = FLAG_CASES[case]
-    compare(request.getfixturevalue(fixture), hand_script, extra, 1, tmp_path, case)
+def test_the_runner_follows_the_trainers_flags(case, request, tmp_path):
+    """With the trainer's flags that compile, offload or swap its blocks, and with those its docs launch with, the
+    runner still trains as the hand edit."""
+    fixture, hand_script, extra, precision = FLAG_CASES[case]
+    run = runs.in_precision(request.getfixturevalue(fixture), precision)
+    compare(run, hand_script, extra, 1, tmp_path, case)
 
 
 RESUMES = {"musubi-wan": ("musubi_wan", MUSUBI), "sd-scripts-flux": ("sd_scripts_flux", SD_SCRIPTS)}

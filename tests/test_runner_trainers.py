@@ -196,3 +196,67 @@ def test_a_run_that_cannot_get_the_term_stops_at_the_first_step(tmp_path, capsys
     assert main(["run", *PAIR, "--module", "NoSuchModel", "--", str(SCRIPTS / "musubi_like.py"), "--output_dir",
                  str(tmp_path / "out")]) == 2  # fmt: skip
     assert "none of the modules it prepared" in capsys.readouterr().err
+
+
+TRACKERS_SCRIPT = """
+import json
+import sys
+import torch
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
+
+sys.path.insert(0, {tests!r})
+from tiny_models import build, prediction
+
+
+class Recorder(GeneralTracker):
+    name, requires_logging_directory = "recorder", False
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    @property
+    def tracker(self):
+        return self
+
+    def store_init_configuration(self, values):
+        pass
+
+    def log(self, values, step=None, **kwargs):
+        with open(self.path, "a") as f:
+            f.write(json.dumps({{"step": step, **values}}) + "\\n")
+
+
+class Other(Recorder):
+    name = "other"
+
+
+model, inputs = build("PixArt")
+first, second = Recorder("first.jsonl"), Other("second.jsonl")
+accelerator = Accelerator(log_with=[first, second])
+accelerator.init_trackers("tiny")
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+model, optimizer = accelerator.prepare(model, optimizer)
+for step in (1, 2):
+    accelerator.backward(prediction(model, inputs).mean())
+    optimizer.step()
+    logs = {{"loss": 1.0}}
+    for tracker in accelerator.trackers:  # sd-scripts' LoRA scripts: each tracker's own log, one dict of values
+        tracker.log(logs, step=step)
+for tracker in accelerator.trackers:  # an epoch's log whose step is the last step's
+    tracker.log({{"loss/epoch": 1.0}}, step=2)
+"""
+
+
+def test_trackers_called_directly_get_the_metrics_once_per_log(tmp_path, monkeypatch):
+    """A trainer that calls each tracker's `log` with one dict (kohya sd-scripts' LoRA scripts): every tracker gets
+    LayerSync's metrics with its step logs; an epoch's log right after, at the same step, gets none (it would repeat
+    the step's values)."""
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "train.py"
+    script.write_text(TRACKERS_SCRIPT.format(tests=str(Path(__file__).parent)))
+    assert main(["run", "--layersync_student_block", "1", "--layersync_teacher_block", "3", "--", str(script)]) == 0
+    for log in ("first.jsonl", "second.jsonl"):
+        records = rows(tmp_path / log)
+        assert [("layersync_similarity" in r, r["step"]) for r in records] == [(True, 1), (True, 2), (False, 2)]

@@ -104,7 +104,7 @@ class AutoAttach:
         self._handles: tuple = ()
         self._report: Optional[_Report] = None
         self._log_window: Optional[Window] = None
-        self._logged: tuple[Any, dict] = (object(), {})  # (step, metrics) of the last read, for every tracker of it
+        self._logged: tuple[Any, dict] = (None, {})  # (the log call, metrics) of the last read, for every tracker of it
         self._in_log = False  # inside the script's `accelerator.log`, which calls the trackers' `log`
         self._terms = 0  # backwards that got a term
         self._preparing = 0
@@ -226,7 +226,7 @@ class AutoAttach:
             result = original(accelerator, loss, **kwargs)
             if accelerator is self.accelerator:
                 self.layersync.meter.share()  # every process passes here: the means over processes, for `log`
-                self._logged = (object(), {})  # new values: the next log reads them
+                self._logged = (None, {})  # new values: the next log reads them
                 if accelerator.sync_gradients:
                     self._report.step(self.skipped_backwards)
             return result
@@ -275,18 +275,19 @@ class AutoAttach:
             ) from None
 
     # -- log ---------------------------------------------------------------------------------------------------
-    def _metrics(self, step: Any) -> dict[str, float]:
-        """The means over every process since the last read. The trackers a trainer calls one after another for one
-        step get the same values: read once per step until the next backward."""
-        if step is None or step != self._logged[0]:
-            self._logged = (step, self.layersync.metrics(window=self._log_window))
+    def _metrics(self, values: Optional[dict] = None) -> dict[str, float]:
+        """The means over every process since the last read (empty when no term was added since). The trackers a
+        trainer calls one after another with one dict of values (kohya sd-scripts' `tracker.log(logs, ...)` for
+        each tracker) get the same values: `values` is that dict, held until the next read; any other log reads
+        afresh."""
+        if values is None or values is not self._logged[0]:
+            self._logged = (values, self.layersync.metrics(window=self._log_window))
         return self._logged[1]
 
     def _wrap_log(self, original: Callable) -> Callable:
         def log(accelerator, values, *args, **kwargs):
             if self.layersyncs and accelerator is self.accelerator and accelerator.is_main_process:
-                step = kwargs.get("step", args[0] if args else None)
-                values = {**values, **self._metrics(step)}
+                values = {**values, **self._metrics()}
             self._in_log = True  # the trackers' own `log` gets these values already
             try:
                 return original(accelerator, values, *args, **kwargs)
@@ -298,8 +299,7 @@ class AutoAttach:
     def _wrap_tracker_log(self, original: Callable) -> Callable:
         def log(tracker, values, *args, **kwargs):
             if self.layersyncs and not self._in_log and self.accelerator.is_main_process:
-                step = kwargs.get("step", args[0] if args else None)
-                values = {**values, **self._metrics(step)}
+                values = {**values, **self._metrics(values)}
             return original(tracker, values, *args, **kwargs)
 
         return log

@@ -187,3 +187,42 @@ def test_unbatched_tokens_are_one_sample():
     cosines = torch.cat([F.cosine_similarity(s, t.detach(), dim=-1) for s, t in zip(students, teachers)])
     torch.testing.assert_close(term, -0.2 * cosines.mean())
     assert len(predictions) == 2
+
+
+class LossInside(nn.Module):
+    """A training module that adds LayerSync's term inside its own forward, as DiffSynth-Studio's training modules add
+    their losses; `run_blocks` runs the DiT's blocks itself instead of calling the DiT (DiffSynth's model functions)."""
+
+    def __init__(self, model, run_blocks):
+        super().__init__()
+        self.model, self.run_blocks = model, run_blocks
+        self.layersync = LayerSync(model, student_block=1, teacher_block=3, layout=BlockLayout(stacks=("blocks",)),
+                                   training_module=self)  # fmt: skip
+
+    def forward(self, x):
+        if self.run_blocks:
+            y = x
+            for block in self.model.blocks:
+                y = y + block(y)
+        else:
+            y = self.model(x)
+        return y.pow(2).mean() + self.layersync.loss()
+
+
+@pytest.mark.parametrize("run_blocks", [False, True], ids=["calls the model", "runs the blocks"])
+def test_the_term_taken_inside_the_training_modules_forward(run_blocks):
+    """loss() inside the training module's forward, after every block has run, takes that forward's term (the
+    forward has not returned yet), step after step; taken before the teacher has run, it is a clear error."""
+    torch.manual_seed(0)
+    module = LossInside(UnbatchedBlocks(), run_blocks)
+    x = torch.randn(2, 5, 8)
+    students, teachers = [], []
+    module.model.blocks[0].register_forward_hook(lambda m, a, out: students.append(out))
+    module.model.blocks[2].register_forward_hook(lambda m, a, out: teachers.append(out))
+    for _ in range(2):
+        module(x).backward()
+        expected = -0.2 * F.cosine_similarity(students[-1], teachers[-1].detach(), dim=-1).mean()
+        torch.testing.assert_close(module.layersync.metrics()["layersync_loss"], expected.item())
+    module.model.blocks[2].register_forward_pre_hook(lambda m, a: module.layersync.loss())
+    with pytest.raises(MissingActivationsError, match="has not returned yet"):
+        module(x)

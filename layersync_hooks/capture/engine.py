@@ -289,9 +289,15 @@ class BlockCapture:
 
     def pop(self) -> list:
         """What each forward recorded since the last call, oldest first, and releases it: per forward, `fold`'s
-        value, or without `fold` the target tokens of each block (`{path: Activation}`)."""
+        value, or without `fold` the target tokens of each block (`{path: Activation}`). Called inside the training
+        module's forward once every block has run, it hands that forward over too."""
         if self._handles is None:
             raise LayerSyncError("`BlockCapture.pop()` was called after `remove()`; the hooks are gone.")
+        if self._open is not None and _complete(self._open, self.blocks):
+            # Taken inside the training module's own forward, after every block has run (DiffSynth-Studio's
+            # training modules add their losses there): the forward is recorded as far as the capture goes.
+            self._records.append(self._open)
+            self._open = None
         if not self._records:
             names = ", ".join(repr(b.path) for b in self.blocks)
             why = self._why_none
@@ -376,6 +382,11 @@ class BlockCapture:
 # as compiled frames of their own (one per hooked block would reach the recompile limit).
 for _code in (_Hook.__call__, BlockCapture._on_call, BlockCapture._on_return, BlockCapture._on_block_output):
     never_compiled_alone(_code)
+
+
+def _complete(record: _Record, blocks: Sequence[Block]) -> bool:
+    """Whether every block has run in this forward (folded, or each output stored)."""
+    return record.stored is None or all(b.path in record.stored for b in blocks)
 
 
 def _keep(tensor: torch.Tensor) -> torch.Tensor:

@@ -59,15 +59,6 @@ FLAG_CASES = {
 }
 
 
-# Both trainers log an epoch's average with the epoch number as its step (musubi `step=epoch + 1`, sd-scripts
-# `epoch_logging`). When that number equals the last step logged (an epoch of one optimizer step: accumulation 2 on 2
-# processes; sd-scripts' resumed second epoch on 2 processes), the runner adds the metrics it read for that step to the
-# epoch's log call too; the hand edit adds them to the step logs only.
-EPOCH_LOG = pytest.mark.xfail(
-    strict=True, reason="the runner adds LayerSync's metrics to an epoch log whose step equals the last step's"
-)
-
-
 def max_difference(a, b) -> float:
     """The largest |a - b| over the LoRA files of two runs, which must hold the same tensors."""
     first, second = load_file(a.lora), load_file(b.lora)
@@ -114,8 +105,7 @@ def compare(run, hand_script, extra, processes, tmp_path, case):
     assert report[-1]["layersync_step"] == 4
 
 
-RUNS = [pytest.param(case, processes, marks=EPOCH_LOG if "accumulation" in case and processes == 2 else ())
-        for case in CASES for processes in (1, 2)]  # fmt: skip
+RUNS = [(case, processes) for case in CASES for processes in (1, 2)]
 
 
 @pytest.mark.slow
@@ -147,8 +137,7 @@ def layersync_step(state_dir) -> int:
     return json.loads((state_dir / "layersync_state.json").read_text())["step"]
 
 
-RESUME_CASES = [("musubi-wan", 1), ("musubi-wan", 2), ("sd-scripts-flux", 1),
-                pytest.param("sd-scripts-flux", 2, marks=EPOCH_LOG)]  # fmt: skip
+RESUME_CASES = [("musubi-wan", 1), ("musubi-wan", 2), ("sd-scripts-flux", 1), ("sd-scripts-flux", 2)]
 
 
 @pytest.mark.slow

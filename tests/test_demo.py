@@ -134,6 +134,7 @@ def test_one_process_launch_writes_every_output(reference):
     assert (out / "compare.png").stat().st_size > 10_000 and set(json.loads((out / "compare.json").read_text())) == {
         "layersync",
         "baseline",
+        "timing",
     }
     model = PixArtTransformer2DModel.from_pretrained(out / "layersync" / "model")
     assert model.config.num_layers == 12

@@ -260,7 +260,7 @@ class DemoRun:
             position=position,
             disable=not accelerator.is_local_main_process,
         )
-        self.postfix: dict[str, str] = {}
+        self.probe_line = ""  # the last evaluation's probe, student/teacher, for the progress line
         self.timing = StepTiming()
 
     @property
@@ -287,10 +287,10 @@ class DemoRun:
         state.history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
         # past a config's `layersync_stop_step` the hooks are gone and metrics() has nothing to report
-        self.postfix.update({key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row})
-        if "linear_probe_student" in row:
-            self.postfix["probe"] = f"{row['linear_probe_student']:.3f}/{row['linear_probe_teacher']:.3f}"
-        self.progress.set_postfix(**self.postfix)
+        postfix = {key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row}
+        if "linear_probe_student" in row:  # shown until the next evaluation
+            self.probe_line = f"{row['linear_probe_student']:.3f}/{row['linear_probe_teacher']:.3f}"
+        self.progress.set_postfix(**postfix, **({"probe": self.probe_line} if self.probe_line else {}))
         self.progress.update(1)
         if args.checkpoint_every and state.step % args.checkpoint_every == 0 and not self.done:
             accelerator.save_state(str(self.run_dir / "state"))

@@ -327,7 +327,6 @@ class DemoRun:
             "history": state.history,
         }
         _write_outputs(accelerator, self.model, summary, state.samples, self.run_dir)
-        accelerator.end_training()
         self.layersync.remove()
         return {**summary, "samples": state.samples}
 
@@ -345,7 +344,10 @@ def train(args, runs: dict[str, tuple[Path, bool]]) -> dict[str, dict[str, Any]]
             if not run.done:  # a resumed run may be ahead of the other
                 run.step()
     names = tuple(run.name for run in demo_runs)
-    return {run.name: run.finish(interleaved_with=tuple(n for n in names if n != run.name)) for run in demo_runs}
+    summaries = {run.name: run.finish(interleaved_with=tuple(n for n in names if n != run.name)) for run in demo_runs}
+    for run in demo_runs:  # last: it also ends the process group, which every run's finish() still needs
+        run.accelerator.end_training()
+    return summaries
 
 
 class StepTiming:

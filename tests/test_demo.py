@@ -136,6 +136,7 @@ def test_one_process_launch_writes_every_output(reference):
     assert (out / "compare.png").stat().st_size > 10_000 and set(json.loads((out / "compare.json").read_text())) == {
         "layersync",
         "baseline",
+        "timing",
     }
     model = PixArtTransformer2DModel.from_pretrained(out / "layersync" / "model")
     assert model.config.num_layers == 12
@@ -162,7 +163,9 @@ def test_compare_draws_both_runs_from_the_same_noise(reference):
 
 @pytest.mark.slow
 def test_two_processes_match_one(reference, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2` on CPU: 2 ranks (MULTI_CPU), the same steps as 1 process."""
+    """`accelerate launch --multi_gpu --num_processes 2 ... --compare` on CPU: 2 ranks (MULTI_CPU), both runs
+    interleaved in each process, the same steps as 1 process (and the first run's end leaves the second's process
+    group alone)."""
     launch(
         "--multi_gpu",
         "--num_processes",
@@ -170,6 +173,7 @@ def test_two_processes_match_one(reference, tmp_path):
         "-m",
         "layersync_hooks",
         "demo",
+        "--compare",
         *COMMON,
         "--batch-size",
         str(GLOBAL_BATCH // 2),
@@ -177,13 +181,13 @@ def test_two_processes_match_one(reference, tmp_path):
         str(tmp_path),
         env={**ENV, "ACCELERATE_USE_CPU": "1"},
     )
-    summary = metrics(tmp_path / "layersync")
-    assert summary["num_processes"] == 2 and summary["distributed_type"] == "DistributedType.MULTI_CPU"
-    assert_same_steps(summary["history"], metrics(reference[0] / "layersync")["history"])
-    assert_same_weights(tmp_path / "layersync", reference[0] / "layersync")
-    assert summary["history"][-1]["val_loss"] == pytest.approx(
-        metrics(reference[0] / "layersync")["history"][-1]["val_loss"], rel=1e-5
-    )
+    for run in ("layersync", "baseline"):
+        summary, expected = metrics(tmp_path / run), metrics(reference[0] / run)
+        assert summary["num_processes"] == 2 and summary["distributed_type"] == "DistributedType.MULTI_CPU"
+        assert_same_steps(summary["history"], expected["history"])
+        assert_same_weights(tmp_path / run, reference[0] / run)
+        for key in ("val_loss", "linear_probe_student", "linear_probe_teacher"):
+            assert summary["history"][-1][key] == pytest.approx(expected["history"][-1][key], rel=1e-5)
 
 
 @pytest.mark.slow

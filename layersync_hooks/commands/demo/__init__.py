@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if state.is_main_process:
             _remove_earlier_results(args, output, names)
         state.wait_for_everyone()
-    summaries = {name: train(args, run_dir=output / name, use_layersync=on) for name, on in plans}
+    summaries = train(args, {name: (output / name, on) for name, on in plans})
     if state.is_main_process:  # files and prints once, however many processes run
         if args.compare:
             _compare(output, summaries)
@@ -200,14 +200,27 @@ def _check_report_to(value: str) -> None:
 
 
 def _compare(output: Path, summaries: dict) -> None:
-    """compare.png (both runs' curves), compare.json (their final numbers) and compare_samples.png (their last
-    sample grids side by side, from the same noise)."""
+    """compare.png (both runs' curves), compare.json (their final numbers and step times) and compare_samples.png
+    (their last sample grids side by side, from the same noise)."""
     histories = {name: summary["history"] for name, summary in summaries.items()}
     plot_runs(histories, output / "compare.png", title="LayerSync demo: with and without LayerSync")
-    table = {name: {"steps": s["steps"], "seconds": s["seconds"], **s["final"]} for name, s in summaries.items()}
+    table = {name: {"steps": s["steps"], **s["final"], **_step_times(s["timing"])} for name, s in summaries.items()}
+    first, second = (summaries[name]["timing"] for name in ("layersync", "baseline"))
+    table["timing"] = {
+        "method": "the two runs interleaved step by step in one process (same batches), per-step medians",
+        "step_cpu_seconds_ratio": round(first["step_cpu_seconds_median"] / second["step_cpu_seconds_median"], 4),
+        "step_seconds_ratio": round(first["step_seconds_median"] / second["step_seconds_median"], 4),
+        "torch_threads": first["torch_threads"],
+        "load_average_1min": first["load_average_1min"],  # at the first and last step
+    }
     (output / "compare.json").write_text(json.dumps(table, indent=1))
     finals = {name: (s["steps"], s["samples"][max(s["samples"])]) for name, s in summaries.items()}
     save_compare_samples(output / "compare_samples.png", finals)
+
+
+def _step_times(timing: dict) -> dict:
+    """The per-step medians and the probe's share of a run's time, for compare.json."""
+    return {key: timing[key] for key in ("step_seconds_median", "step_cpu_seconds_median", "probe_share")}
 
 
 def _report(output: Path, summaries: dict) -> None:
@@ -228,3 +241,11 @@ def _report(output: Path, summaries: dict) -> None:
     for name, summary in summaries.items():
         numbers = ", ".join(f"{key} {value:.4f}" for key, value in summary["final"].items())
         print(f"{name} after {summary['steps']} steps: {numbers}")
+    for name, summary in summaries.items():
+        timing = summary["timing"]
+        print(
+            f"{name} step time: median {timing['step_cpu_seconds_median']:.3f} CPU-s, "
+            f"{timing['step_seconds_median']:.3f} s wall on {timing['torch_threads']} thread(s), 1-min load average "
+            f"{timing['load_average_1min'][0]} -> {timing['load_average_1min'][1]} ({timing['method']}); "
+            f"the probe took {100 * timing['probe_share']:.1f}% of the steps and evaluations"
+        )

@@ -3,14 +3,18 @@
 A plain Accelerate training loop, so `accelerate launch` runs it on any number of processes, with gradient
 accumulation and mixed precision from the launcher. Each process trains on its share of a global batch that
 depends only on (seed, step) (see `data.py`): 1 process with batch 8, 2 processes with batch 4 and 1 process
-with batch 4 x 2 accumulation steps all take the same optimizer steps.
+with batch 4 x 2 accumulation steps all take the same optimizer steps. `--compare` trains its two runs
+interleaved, step by step in one process: the same numbers as each run alone, under the same machine load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from ... import LayerSync, LayerSyncConfig
 from ...errors import LayerSyncConfigError, UsageError
 from .data import CAPTION_CHANNELS, IMAGE_SIZE, Batch, ShapesData
+from .linear_probe import ProbeImages, linear_probe
 from .plot import plot_runs
 from .sample import predict_velocity, sample, save_run_samples
 
@@ -40,6 +45,9 @@ RUN_FILES = (
     "state",
     "tensorboard",
 )
+
+# What each evaluation step adds to its row of the curves.
+EVALUATION_KEYS = ("val_loss", "linear_probe_student", "linear_probe_teacher")
 
 # A real diffusers class, built from config: 12 blocks of width 128 over 8x8 = 64 patch tokens (3.3M parameters).
 MODEL_CONFIG = dict(
@@ -197,91 +205,193 @@ def make_accelerator(args, run_dir: Path):
     )
 
 
-def train(args, *, run_dir: Path, use_layersync: bool) -> dict[str, Any]:
-    """Train one run into `run_dir`; returns its summary (also written to `run_dir/metrics.json`) and, under
-    `"samples"`, its sample grids by step."""
-    from tqdm.auto import tqdm
+class DemoRun:
+    r"""
+    One run of the demo, one optimizer step at a time: its accelerator, model, optimizer, LayerSync, data, curves
+    and timings. `train` steps one run to the end, or the two runs of `--compare` in turn.
 
-    accelerator = make_accelerator(args, run_dir)
-    name = run_dir.name
-    data = ShapesData(seed=args.seed)
-    model = build_model(args.seed)
-    # The baseline attaches LayerSync too but never adds its term: it measures the same student-teacher
-    # similarity without training on it, so both runs report comparable curves.
-    config = load_layersync_config(args.config)
-    layersync = LayerSync.from_config(model, config)  # before accelerator.prepare
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState()
-    accelerator.register_for_checkpointing(state)
-    layersync.register_with(accelerator)  # its step in layersync_state.json, as the README's edit does
-    state_dir = run_dir / "state"
-    resume_from = resume_dir(args, run_dir)
-    if resume_from is not None:  # its step was checked against --steps before any run started
-        accelerator.load_state(str(resume_from))
-    accelerator.init_trackers(
-        "tensorboard", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-    )
-    world, accumulation = accelerator.num_processes, args.gradient_accumulation_steps
-    accelerator.print(
-        f"[{name}] {type(accelerator.unwrap_model(model)).__name__}, {layersync!r}; "
-        f"LayerSync term {'added to the loss' if use_layersync else 'measured, not trained on'}. "
-        f"Batch {args.batch_size} x {world} processes x {accumulation} accumulation = "
-        f"{args.batch_size * world * accumulation} per step ({accelerator.distributed_type})."
-    )
-    progress = tqdm(total=args.steps, initial=state.step, desc=name, disable=not accelerator.is_local_main_process)
-    started, sampling = time.perf_counter(), 0.0
-    while state.step < args.steps:
-        row, seconds = _train_step(accelerator, model, optimizer, layersync, data, state, args, use_layersync)
-        sampling += seconds
+    Args:
+        args (`argparse.Namespace`): The demo's flags.
+        run_dir (`Path`): Where the run writes its files; its name names the run.
+        use_layersync (`bool`): Whether the LayerSync term is added to the loss (the baseline only measures it).
+        position (`int`, defaults to 0): The line of its progress bar (one per run).
+    """
+
+    def __init__(self, args, *, run_dir: Path, use_layersync: bool, position: int = 0):
+        from tqdm.auto import tqdm
+
+        self.args, self.run_dir, self.name, self.use_layersync = args, run_dir, run_dir.name, use_layersync
+        self.accelerator = accelerator = make_accelerator(args, run_dir)
+        self.data = ShapesData(seed=args.seed)
+        self.probe_images = ProbeImages.draw(seed=args.seed)
+        model = build_model(args.seed)
+        # The baseline attaches LayerSync too but never adds its term: it measures the same student-teacher
+        # similarity without training on it, so both runs report comparable curves.
+        self.config = load_layersync_config(args.config)
+        self.layersync = LayerSync.from_config(model, self.config)  # before accelerator.prepare
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.state = TrainState()
+        accelerator.register_for_checkpointing(self.state)
+        self.layersync.register_with(accelerator)  # its step in layersync_state.json, as the README's edit does
+        resume_from = resume_dir(args, run_dir)
+        if resume_from is not None:  # its step was checked against --steps before any run started
+            accelerator.load_state(str(resume_from))
+        accelerator.init_trackers(
+            "tensorboard", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        )
+        world, accumulation = accelerator.num_processes, args.gradient_accumulation_steps
+        accelerator.print(
+            f"[{self.name}] {type(accelerator.unwrap_model(self.model)).__name__}, {self.layersync!r}; "
+            f"LayerSync term {'added to the loss' if use_layersync else 'measured, not trained on'}. "
+            f"Batch {args.batch_size} x {world} processes x {accumulation} accumulation = "
+            f"{args.batch_size * world * accumulation} per step ({accelerator.distributed_type})."
+        )
+        self.progress = tqdm(
+            total=args.steps,
+            initial=self.state.step,
+            desc=self.name,
+            position=position,
+            disable=not accelerator.is_local_main_process,
+        )
+        self.probe_line = ""  # the last evaluation's probe, student/teacher, for the progress line
+        self.timing = StepTiming()
+
+    @property
+    def done(self) -> bool:
+        return self.state.step >= self.args.steps
+
+    def step(self) -> dict[str, float]:
+        """One optimizer step and its row of metrics; at evaluation steps also the validation loss, the linear
+        probe and a sample grid. Returns the row (also in the curves, the tracker and the progress line)."""
+        args, accelerator, state = self.args, self.accelerator, self.state
+        micro_batches = self.data.micro_batches(state.step, rank=accelerator.process_index,
+                                                batch_size=args.batch_size, num_processes=accelerator.num_processes,
+                                                accumulation=args.gradient_accumulation_steps)  # fmt: skip
+        with self.timing.step():
+            task = optimizer_step(accelerator, self.model, self.optimizer, self.layersync, micro_batches,
+                                  use_layersync=self.use_layersync, max_grad_norm=args.max_grad_norm)  # fmt: skip
+            loss = accelerator.reduce(task, reduction="mean").item()  # waits for the step (a GPU runs ahead)
+        state.step += 1
+        row = {"step": state.step, "loss": loss, **self.layersync.metrics()}
+        if not self.use_layersync:
+            row.pop("layersync_loss", None)  # measured, but not part of this run's loss
+        if state.step % args.eval_every == 0 or state.step == args.steps:
+            row.update(self._evaluate())
         state.history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
         # past a config's `layersync_stop_step` the hooks are gone and metrics() has nothing to report
-        progress.set_postfix(**{key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row})
-        progress.update(1)
-        if args.checkpoint_every and state.step % args.checkpoint_every == 0 and state.step < args.steps:
-            accelerator.save_state(str(state_dir))
-    progress.close()
-    accelerator.save_state(str(state_dir))
-    summary = {
-        "run": name,
-        "layersync": use_layersync,
-        "config": config.to_dict(),
-        "num_processes": world,
-        "distributed_type": str(accelerator.distributed_type),
-        "gradient_accumulation_steps": accumulation,
-        "batch_size": args.batch_size,
-        "steps": state.step,
-        "seconds": round(time.perf_counter() - started, 2),
-        "sample_seconds": round(sampling, 2),  # part of `seconds`
-        "final": final_numbers(state.history),
-        "history": state.history,
-    }
-    _write_outputs(accelerator, model, summary, state.samples, run_dir)
-    accelerator.end_training()
-    layersync.remove()
-    return {**summary, "samples": state.samples}
+        postfix = {key: f"{row[key]:.4f}" for key in ("loss", "layersync_similarity") if key in row}
+        if "linear_probe_student" in row:  # shown until the next evaluation
+            self.probe_line = f"{row['linear_probe_student']:.3f}/{row['linear_probe_teacher']:.3f}"
+        self.progress.set_postfix(**postfix, **({"probe": self.probe_line} if self.probe_line else {}))
+        self.progress.update(1)
+        if args.checkpoint_every and state.step % args.checkpoint_every == 0 and not self.done:
+            accelerator.save_state(str(self.run_dir / "state"))
+        return row
+
+    def _evaluate(self) -> dict[str, float]:
+        """The validation loss and the linear probe of this step; its sample grid goes into the state."""
+        model, layersync, device = self.model, self.layersync, self.accelerator.device
+        with self.timing.part("validation"):
+            numbers = {"val_loss": validation_loss(model, self.data, layersync, device)}
+        with self.timing.part("probe"):
+            numbers.update(linear_probe(model, self.probe_images, layersync, device))
+        with self.timing.part("sample"):
+            self.state.samples[self.state.step] = sample(model, self.data, layersync, device)
+        return numbers
+
+    def finish(self, *, interleaved_with: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Save the state and write the run's files; returns its summary (also `metrics.json`) and, under
+        `"samples"`, its sample grids by step."""
+        accelerator, state = self.accelerator, self.state
+        self.progress.close()
+        accelerator.save_state(str(self.run_dir / "state"))
+        summary = {
+            "run": self.name,
+            "layersync": self.use_layersync,
+            "config": self.config.to_dict(),
+            "num_processes": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type),
+            "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
+            "batch_size": self.args.batch_size,
+            "steps": state.step,
+            "final": final_numbers(state.history),
+            "timing": self.timing.summary(interleaved_with),
+            "history": state.history,
+        }
+        _write_outputs(accelerator, self.model, summary, state.samples, self.run_dir)
+        self.layersync.remove()
+        return {**summary, "samples": state.samples}
 
 
-def _train_step(accelerator, model, optimizer, layersync, data, state, args, use_layersync) -> tuple[dict, float]:
-    """One optimizer step and its row of metrics; at evaluation steps the validation loss and a sample grid.
-    Returns the row and the seconds spent sampling."""
-    micro_batches = data.micro_batches(state.step, rank=accelerator.process_index, batch_size=args.batch_size,
-                                       num_processes=accelerator.num_processes,
-                                       accumulation=args.gradient_accumulation_steps)  # fmt: skip
-    task = optimizer_step(accelerator, model, optimizer, layersync, micro_batches, use_layersync=use_layersync,
-                          max_grad_norm=args.max_grad_norm)  # fmt: skip
-    state.step += 1
-    row = {"step": state.step, "loss": accelerator.reduce(task, reduction="mean").item(), **layersync.metrics()}
-    if not use_layersync:
-        row.pop("layersync_loss", None)  # measured, but not part of this run's loss
-    seconds = 0.0
-    if state.step % args.eval_every == 0 or state.step == args.steps:
-        row["val_loss"] = validation_loss(model, data, layersync, accelerator.device)
+def train(args, runs: dict[str, tuple[Path, bool]]) -> dict[str, dict[str, Any]]:
+    """Train `runs` (name -> (run folder, whether LayerSync is on)) and return their summaries by name. Several
+    runs (`--compare`) are interleaved: each takes its step k in turn, in one process, on the same batch of step
+    k, so both see the same machine load, and each run's numbers are those of the run trained alone."""
+    demo_runs = [
+        DemoRun(args, run_dir=run_dir, use_layersync=on, position=position)
+        for position, (run_dir, on) in enumerate(runs.values())
+    ]
+    while not all(run.done for run in demo_runs):
+        for run in demo_runs:
+            if not run.done:  # a resumed run may be ahead of the other
+                run.step()
+    names = tuple(run.name for run in demo_runs)
+    summaries = {run.name: run.finish(interleaved_with=tuple(n for n in names if n != run.name)) for run in demo_runs}
+    for run in demo_runs:  # last: it also ends the process group, which every run's finish() still needs
+        run.accelerator.end_training()
+    return summaries
+
+
+class StepTiming:
+    """Per-step wall and CPU seconds of the optimizer steps, the seconds of each evaluation part, and the load
+    average at the first and last step: a loaded machine shows in the load average, not as a slower method."""
+
+    def __init__(self):
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.parts: dict[str, float] = {"validation": 0.0, "probe": 0.0, "sample": 0.0}
+        self.load = [_load_average(), None]
+
+    @contextlib.contextmanager
+    def step(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall.append(time.perf_counter() - wall)
+        self.cpu.append(time.process_time() - cpu)
+        self.load[1] = _load_average()
+
+    @contextlib.contextmanager
+    def part(self, name: str):
         started = time.perf_counter()
-        state.samples[state.step] = sample(model, data, layersync, accelerator.device)
-        seconds = time.perf_counter() - started
-    return row, seconds
+        yield
+        self.parts[name] += time.perf_counter() - started
+
+    def summary(self, interleaved_with: tuple[str, ...]) -> dict[str, Any]:
+        steps = sum(self.wall)
+        return {
+            "method": (
+                f"interleaved step by step with {', '.join(interleaved_with)} in one process"
+                if interleaved_with
+                else "alone"
+            ),
+            "step_seconds_median": round(statistics.median(self.wall), 5) if self.wall else None,
+            "step_cpu_seconds_median": round(statistics.median(self.cpu), 5) if self.cpu else None,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": self.load,  # at the first and the last step
+            "step_seconds": round(steps, 2),  # the optimizer steps' wall time, summed
+            **{f"{name}_seconds": round(seconds, 2) for name, seconds in self.parts.items()},
+            "probe_share": round(self.parts["probe"] / (steps + sum(self.parts.values())), 4) if steps else None,
+        }
+
+
+def _load_average() -> Optional[float]:
+    """The 1-minute load average (None where the system has none, e.g. Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _write_outputs(accelerator, model, summary: dict[str, Any], samples: dict, run_dir: Path) -> None:
@@ -306,14 +416,15 @@ def _write_outputs(accelerator, model, summary: dict[str, Any], samples: dict, r
 
 
 def final_numbers(history: list[dict[str, float]]) -> dict[str, float]:
-    """The last validation loss, and the train loss and similarity averaged over the last 10% of steps."""
+    """The last evaluation's validation loss and linear probes, and the train loss and similarity averaged over
+    the last 10% of steps."""
     tail = history[-max(1, len(history) // 10) :]
     numbers = {}
     for key in ("loss", "layersync_similarity"):  # no similarity after a `layersync_stop_step`
         values = [row[key] for row in tail if key in row]
         if values:
             numbers[key] = sum(values) / len(values)
-    validation = [row["val_loss"] for row in history if "val_loss" in row]
-    if validation:
-        numbers["val_loss"] = validation[-1]
+    evaluations = [row for row in history if "val_loss" in row]
+    if evaluations:
+        numbers.update({key: evaluations[-1][key] for key in EVALUATION_KEYS if key in evaluations[-1]})
     return numbers

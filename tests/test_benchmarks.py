@@ -83,3 +83,17 @@ def test_overhead_refuses_zero_rounds(capsys):
     with pytest.raises(SystemExit):
         script("overhead").main(["--cases", "dit-tiny", "--rounds", "0"])
     assert "--rounds must be >= 1" in capsys.readouterr().err
+
+
+def test_demo_probes_reads_every_block_of_a_compare_run(tmp_path):
+    """`demo_probes.py` probes the embedding and the 12 blocks of both runs' models and of the untrained model; a
+    run that saved the untrained weights probes exactly as the untrained model (the seed rebuilds them)."""
+    from layersync_hooks.commands.demo.train import build_model
+
+    for run in ("baseline", "layersync"):
+        build_model(3).save_pretrained(tmp_path / run / "model")
+    result = script("demo_probes").main([str(tmp_path), "--seed", "3", "--out", str(tmp_path / "probes.json")])
+    assert json.loads((tmp_path / "probes.json").read_text()) == result
+    assert list(result["untrained"]) == ["embedding", *map(str, range(1, 13))]
+    assert result["baseline"] == result["untrained"] == result["layersync"]
+    assert all(0 <= value <= 1 for value in result["untrained"].values())

@@ -18,7 +18,8 @@ sets than a 256/256 split did, 2.2 against 3.2 points, for half the forwards).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -71,9 +72,12 @@ def ridge_accuracy(
 
 
 @torch.no_grad()
-def pooled_tokens(model, blocks: dict, images: ProbeImages, layersync: LayerSync, device, chunk: int = 128) -> dict:
+def pooled_tokens(
+    model, blocks: dict, images: ProbeImages, layersync: Optional[LayerSync], device, chunk: int = 128
+) -> dict:
     """Each block's output tokens mean-pooled per image, (images, width) float32, by name (`blocks`: name ->
-    module). The model runs in eval mode with LayerSync paused and an empty caption, as validation runs."""
+    module). The model runs in eval mode with LayerSync (if attached) paused and an empty caption, as validation
+    runs."""
     pooled = {name: [] for name in blocks}
     hooks = [
         module.register_forward_hook(lambda _module, _args, output, name=name: pooled[name].append(output.mean(1)))
@@ -82,7 +86,7 @@ def pooled_tokens(model, blocks: dict, images: ProbeImages, layersync: LayerSync
     noisy = images.noisy()
     model.eval()
     try:
-        with layersync.paused():  # not a training forward: nothing to capture
+        with layersync.paused() if layersync is not None else contextlib.nullcontext():  # nothing to capture
             for start in range(0, len(noisy), chunk):
                 x = noisy[start : start + chunk].to(device)
                 empty = torch.zeros(len(x), CAPTION_TOKENS, CAPTION_CHANNELS, device=device)

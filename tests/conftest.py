@@ -41,3 +41,12 @@ def fresh_accelerate_state():
     reset_accelerate()
     yield
     reset_accelerate()
+
+
+@pytest.fixture
+def one_thread():
+    """One thread, as the launched runs use (OMP_NUM_THREADS=1): two spinning threads cost more on 2 shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

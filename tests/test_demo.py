@@ -66,16 +66,6 @@ def assert_same_steps(history, reference):
         assert loss == pytest.approx(loss_ref, rel=1e-5) and similarity == pytest.approx(similarity_ref, rel=1e-5)
 
 
-@pytest.fixture
-def one_thread():
-    """In-process runs use one thread, like the launched ones (OMP_NUM_THREADS=1): on 2 shared cores two
-    spinning threads per process cost far more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def assert_same_weights(run_dir, reference_dir):
     """The same trained weights (the baseline's differ from LayerSync's by ~4e-3 after 3 steps)."""
     weights, expected = (

@@ -21,15 +21,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--steps", "1", "--batch-size", "2", "--eval-every", "1", "--report-to", "none"]
 
 
-@pytest.fixture
-def one_thread():
-    """One thread, as the launched runs use (OMP_NUM_THREADS=1): two spinning threads cost more on 2 shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def demo(*arguments, output):
     return main(["demo", *TINY, "--output-dir", str(output), *arguments])
 

@@ -30,15 +30,6 @@ RUN_COLOURS = ((31, 119, 180), (255, 127, 14))
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # a new Accelerator per test
 
 
-@pytest.fixture
-def one_thread():
-    """One thread, as the launched runs use (OMP_NUM_THREADS=1): two spinning threads cost more on 2 shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_separable_features_give_accuracy_one():
     """Features that hold the class in one direction each (plus noise dimensions) are read perfectly."""
     g = torch.Generator().manual_seed(0)

@@ -79,6 +79,7 @@ class Window:
     def __init__(self, meter: Meter, shared: bool):
         self.meter, self.shared = meter, shared
         self._seen: Optional[torch.Tensor] = None
+        self._collective: Any = None  # the last take's all-reduce (see `take`)
 
     def take(self, *, sync: bool) -> Optional[tuple[list[float], float]]:
         """The mean of each value and of the weight since the last take; None without a `loss()` call. With `sync`
@@ -89,7 +90,12 @@ class Window:
         seen = self._seen if self._seen is not None and self._seen.device == current.device else 0
         delta, self._seen = current - seen, current.clone()
         if sync and not self.shared and world_size() > 1:
-            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+            work = dist.all_reduce(delta, op=dist.ReduceOp.SUM, async_op=True)
+            work.wait()
+            # Kept until the next take: the collective must end here, on this thread. Released last by a gloo worker
+            # (a later barrier holds it too), its tensor needs the GIL there, and a process group torn down right
+            # after (end of training) joins that worker while holding the GIL: the process never exits.
+            self._collective = work
         *values, weights, count = delta.tolist()  # the one host sync
         if count == 0:
             return None

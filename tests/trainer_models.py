@@ -1,7 +1,8 @@
 """Stand-ins for the trainers' own DiT classes (kohya musubi-tuner and sd-scripts), which CI cannot install.
 
-Each stand-in is written from reading its class (file:line in /work/notes/trainer-models.md), not copied: tiny dense
-single-head attention and a one-layer MLP per block, but the class's STRUCTURE and CALLING CONVENTION as they are:
+Each stand-in is written from reading its class (file:line at musubi-tuner 30c658c / sd-scripts 48d368f in its
+docstring), not copied: tiny dense single-head attention and a one-layer MLP per block, but the class's
+STRUCTURE and CALLING CONVENTION as they are:
 stack attribute names and nesting, how each block is called (keywords, positional, positional under checkpointing),
 the order of its output tuple, the token order of joint streams, caption masks and padding, per-sample list inputs,
 unbatched (N, D) blocks and one DiT call per sample (Kandinsky 5), sd-scripts' `Chroma` subclassing its `Flux` with

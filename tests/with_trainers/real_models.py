@@ -531,3 +531,19 @@ BUILDERS = {
     "sd-scripts.sd3": sd_sd3,
     "sd-scripts.lumina": sd_lumina,
 }
+
+
+def build(name):
+    """`BUILDERS[name]()`; where this environment lacks one of the trainer's imports, a test failure that names it
+    and the environment to run in (the project's own has none of the trainers' dependencies)."""
+    try:
+        return BUILDERS[name]()
+    except ModuleNotFoundError as error:
+        import pytest
+
+        pytest.fail(
+            f"{name} imports {error.name!r}, which this environment lacks: run the tests that build the trainers' "
+            "classes in-process in one that has their model dependencies (tests/with_trainers/README.md, "
+            "venv-models).",
+            pytrace=False,
+        )

@@ -23,12 +23,4 @@ def test_real_trainer_layout_aligns_exactly_the_target_tokens(name, checkpointin
     class, in eval mode and with the trainer's own checkpointing."""
     if not real_models.available(name.split(".")[0]):
         pytest.skip(f"no checkout for {name} (set MUSUBI_TUNER_SRC / SD_SCRIPTS_SRC)")
-    try:
-        model = real_models.BUILDERS[name]()
-    except ModuleNotFoundError as error:
-        pytest.fail(
-            f"{name} imports {error.name!r}, which this environment lacks: run test_real_layouts.py in one that has "
-            "the trainers' model dependencies (tests/with_trainers/README.md, venv-models).",
-            pytrace=False,
-        )
-    prove(model, name, checkpointing=checkpointing)
+    prove(real_models.build(name), name, checkpointing=checkpointing)

@@ -2,9 +2,9 @@
 
 Runs against checkouts given by `MUSUBI_TUNER_SRC` / `SD_SCRIPTS_SRC` (each case is skipped when its variable is
 unset) in an environment where the trainers' model files import (torch, einops, safetensors, accelerate, and for
-musubi's Wan and sd-scripts transformers, ftfy, diffusers and opencv; see /work/notes/trainer-models.md):
+musubi's Wan and sd-scripts transformers, ftfy, diffusers and opencv: `venv-models` in tests/with_trainers/README.md):
 
-    MUSUBI_TUNER_SRC=... SD_SCRIPTS_SRC=... pytest tests/with_trainers
+    MUSUBI_TUNER_SRC=... SD_SCRIPTS_SRC=... venv-models/bin/python -m pytest tests/with_trainers/test_stand_ins_match.py
 """
 
 import sys
@@ -53,7 +53,7 @@ def test_stand_in_matches_the_real_class(name, checkpointing):
     if not real_models.available(trainer):
         pytest.skip(f"set {real_models.MUSUBI if trainer == 'musubi' else real_models.SD_SCRIPTS} to a checkout")
     torch.manual_seed(0)
-    real, stand_in = real_models.BUILDERS[name](), trainer_models.BUILDERS[name]()
+    real, stand_in = real_models.build(name), trainer_models.BUILDERS[name]()
     assert qualified(stand_in.model) == qualified(real.model)
     assert not real.model.training and not stand_in.model.training, "both trainers keep the DiT in eval()"
     real_truth = signature(probe(real, checkpointing=checkpointing))

@@ -2,7 +2,7 @@
 `extensions_built_in/sd_trainer/SDTrainer.py`, launched as `python run.py config.yaml`), as it drives accelerate;
 `--hand_edit` adds LayerSync the way the README tells a user to.
 
-What it reproduces (ai-toolkit 27a03a9, see /work/notes/trainer-loops.md for the lines):
+What it reproduces (ai-toolkit 27a03a9, as read there):
 - one process-wide `Accelerator()` with no arguments (no accumulation, no trackers, no project folder);
 - `prepare` called once per object: the VAE, the transformer, each trained text encoder, the network, the
   optimizer, the scheduler; the dataloader is not prepared (every process reads every batch);

@@ -1,7 +1,7 @@
 """A stand-in for musubi-tuner's network training loop (`training/trainer_base.py`, e.g. `wan_train_network.py`), as
 it drives accelerate; `--hand_edit` adds LayerSync the way the README tells a user to.
 
-What it reproduces (musubi-tuner 30c658c, see /work/notes/trainer-loops.md for the lines):
+What it reproduces (musubi-tuner 30c658c, as read there):
 - the DiT is loaded, frozen and put in `eval()`; the LoRA network replaces `forward` of its Linear layers;
   `--gradient_checkpointing` enables checkpointing (and, after `prepare`, `train()` mode; `eval()` otherwise);
 - `prepare` of the DiT alone (with `device_placement=[False]` under `--blocks_to_swap`), then

@@ -2,7 +2,7 @@
 `sd3_train_network.py`, `lumina_train_network.py`), as it drives accelerate; `--hand_edit` adds LayerSync the way
 the README tells a user to.
 
-What it reproduces (sd-scripts 48d368f, see /work/notes/trainer-loops.md for the lines):
+What it reproduces (sd-scripts 48d368f, as read there):
 - the DiT is frozen; the LoRA network replaces `forward` of its Linear layers; with `--gradient_checkpointing` the
   DiT is put in `train()` after `prepare`, otherwise in `eval()`;
 - `prepare` of the DiT alone (`device_placement=[False]` under `--blocks_to_swap`, Flux's variant), of each trained

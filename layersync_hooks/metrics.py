@@ -45,7 +45,11 @@ class Meter:
         """Add one call's values (a 1-D tensor of `size`), its weight and 1 to the count."""
         if self._totals is None:
             self._totals = self._zeros(values.device)
-        self._totals += torch.cat([values.detach(), values.new_tensor([weight, 1.0])]).to(self._totals.dtype)
+        # Scalars added on the device: a tensor made of them would be a copy from host memory, which on a GPU
+        # waits for the stream at every step.
+        self._totals[: self.size] += values.detach()
+        self._totals[-2] += weight
+        self._totals[-1] += 1
 
     def totals(self) -> torch.Tensor:
         """This process's totals."""

@@ -38,7 +38,9 @@ def hook_calls(model, path):
 # -- host syncs ------------------------------------------------------------------------------------------------
 # Tensor methods that return host values, and the ATen ops under the implicit conversions and mask indexing.
 SYNC_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
-SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::is_nonzero"}
+# `lift_fresh`: a tensor made from Python values (`torch.tensor`, `new_tensor`, `as_tensor` of a list or number): on a
+# GPU, a copy from pageable host memory, which waits for the stream.
+SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::is_nonzero", "aten::lift_fresh"}
 PACKAGE = str(Path(layersync_hooks.__file__).parent)
 
 

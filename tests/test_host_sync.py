@@ -7,8 +7,11 @@ and the first `loss()` of a run, once, to check that a masked token rule selecte
 """
 
 import pytest
-from helpers import training_step
+from helpers import NoHostSync, objective, training_step
 from tiny_models import TINY
+from trainer_models import BUILDERS as TRAINER_BUILDERS
+
+from layersync_hooks import LayerSync
 
 
 @pytest.mark.parametrize(
@@ -22,3 +25,17 @@ def test_training_step_never_syncs(family, checkpointing, monkeypatch):
         pytest.skip(f"{family} cannot train on CPU: {error}")
     assert set(metrics) == {"layersync_loss", "layersync_similarity"}
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+@pytest.mark.parametrize("name", list(TRAINER_BUILDERS))
+def test_trainer_models_training_step_never_syncs(name, monkeypatch):
+    """The trainers' own classes (stand-ins), whose token counts come per sample (uneven captions, per-sample
+    latents, one call per sample): after the first step, no host sync and no copy from host memory either."""
+    setup = TRAINER_BUILDERS[name]()
+    layersync = LayerSync(setup.model, student_block=1, teacher_block=2)
+    objective(setup.forward()).add(layersync.loss()).backward()  # the first loss() may check the masks once
+    for _ in range(2):
+        with NoHostSync(monkeypatch):
+            (objective(setup.forward()) + layersync.loss()).backward()
+        monkeypatch.undo()
+    assert set(layersync.metrics()) == {"layersync_loss", "layersync_similarity"}

@@ -44,12 +44,21 @@ def span(hidden: torch.Tensor, start: Count, count: Count) -> tuple[torch.Tensor
         raise LayerSyncError("A token count must be Python ints (a tensor count would need a host sync).")
     width = count if isinstance(count, int) else max(count)
     positions = torch.arange(width, device=hidden.device)
-    start = torch.as_tensor(start, device=hidden.device).reshape(-1, 1).expand(batch, 1)
+    start = _on_device(start, hidden.device).reshape(-1, 1).expand(batch, 1)
     index = (start + positions).clamp(max=length - 1)
     tokens = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     if isinstance(count, int):
         return tokens, None
-    return tokens, positions < torch.as_tensor(list(count), device=hidden.device).unsqueeze(1)
+    return tokens, positions < _on_device(count, hidden.device).unsqueeze(1)
+
+
+def _on_device(values: Union[int, Sequence[int], torch.Tensor], device) -> torch.Tensor:
+    """Ints (one, or one per sample) as a device tensor, each filled in place: a tensor made of them would be a copy
+    from host memory, which on a GPU waits for the stream at every step."""
+    if isinstance(values, torch.Tensor):
+        return values.to(device)
+    values = [values] if isinstance(values, int) else values
+    return torch.stack([torch.full((), int(v), dtype=torch.long, device=device) for v in values])
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ Pair = tuple[BlockRef, Optional[BlockRef]]
 
 
 # -- reading one value, whatever form it came in -------------------------------------------------------------
+INTEGER_TEXT = re.compile(r"\s*-?[0-9]+\s*")  # ASCII digits: int() also takes '¹', which isdigit() calls a digit
+
+
 def read_bool(value: Any, label: str) -> bool:
     """`True` or `False` (a flag is present or absent; a JSON file writes true or false)."""
     if isinstance(value, bool):
@@ -49,7 +52,7 @@ def read_integer(value: Any, label: str) -> int:
     """An integer, or its digits as text (`"3"`); `3.0` and `"3.0"` are refused rather than rounded."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):  # ASCII digits: int() also takes '¹'
+    if isinstance(value, str) and INTEGER_TEXT.fullmatch(value):
         return int(value)
     raise LayerSyncConfigError(f"{label} must be an integer, got {value!r}.")
 
@@ -60,7 +63,7 @@ def read_block(value: Any, label: str = "`block`") -> Optional[BlockRef]:
         return value
     if isinstance(value, str) and value.strip() and not _float_text(value):
         text = value.strip()
-        return int(text) if re.fullmatch(r"-?[0-9]+", text) else text
+        return int(text) if INTEGER_TEXT.fullmatch(text) else text
     raise LayerSyncConfigError(
         f"{label} must be a 1-based depth (int) or a block path such as 'transformer_blocks.7', "
         f"got {value!r} ({type(value).__name__})."
@@ -73,7 +76,7 @@ def _float_text(text: str) -> bool:
         float(text)
     except ValueError:
         return False
-    return not re.fullmatch(r"\s*-?[0-9]+\s*", text)
+    return not INTEGER_TEXT.fullmatch(text)
 
 
 def read_pairs(value: Any, label: str = "`pairs`") -> tuple[Pair, ...]:

@@ -199,41 +199,22 @@ def test_a_run_that_cannot_get_the_term_stops_at_the_first_step(tmp_path, capsys
 
 
 TRACKERS_SCRIPT = """
-import json
 import sys
 import torch
 from accelerate import Accelerator
-from accelerate.tracking import GeneralTracker
 
 sys.path.insert(0, {tests!r})
+sys.path.insert(0, {scripts!r})
+from accelerate_train import JsonTracker
 from tiny_models import build, prediction
 
 
-class Recorder(GeneralTracker):
-    name, requires_logging_directory = "recorder", False
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-
-    @property
-    def tracker(self):
-        return self
-
-    def store_init_configuration(self, values):
-        pass
-
-    def log(self, values, step=None, **kwargs):
-        with open(self.path, "a") as f:
-            f.write(json.dumps({{"step": step, **values}}) + "\\n")
-
-
-class Other(Recorder):
+class Other(JsonTracker):
     name = "other"
 
 
 model, inputs = build("PixArt")
-first, second = Recorder("first.jsonl"), Other("second.jsonl")
+first, second = JsonTracker("first.jsonl"), Other("second.jsonl")
 accelerator = Accelerator(log_with=[first, second])
 accelerator.init_trackers("tiny")
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -255,7 +236,9 @@ def test_trackers_called_directly_get_the_metrics_once_per_log(tmp_path, monkeyp
     the step's values)."""
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "train.py"
-    script.write_text(TRACKERS_SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(
+        TRACKERS_SCRIPT.format(tests=str(Path(__file__).parent), scripts=str(Path(__file__).parent / "scripts"))
+    )
     assert main(["run", "--layersync_student_block", "1", "--layersync_teacher_block", "3", "--", str(script)]) == 0
     for log in ("first.jsonl", "second.jsonl"):
         records = rows(tmp_path / log)

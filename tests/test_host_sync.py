@@ -1,9 +1,10 @@
 """No host synchronisation in the training step: hooks, `loss()` and its backward never read a tensor's value.
 
 Anything that copies a value to the host (`.item()`, `.tolist()`, `.cpu()`, `bool(t)`, `float(t)`, a boolean
-mask index, `nonzero`) stalls a GPU step. While a step runs, the guard below fails any such call made while
-package code is on the Python stack; the model's own code is not policed. Only `metrics()` converts to floats,
-and the first `loss()` of a run, once, to check that a masked token rule selected tokens.
+mask index, `nonzero`) stalls a GPU step, and so does a tensor made from Python values (`torch.tensor`,
+`new_tensor`: a copy from host memory, which waits for the stream). While a step runs, the guard below fails any
+such call made while package code is on the Python stack; the model's own code is not policed. Only `metrics()`
+converts to floats, and the first `loss()` of a run, once, to check that a masked token rule selected tokens.
 """
 
 import pytest

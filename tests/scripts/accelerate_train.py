@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from launch import end_processes  # noqa: E402
 from tiny_models import build, prediction  # noqa: E402
 
 from layersync_hooks import LayerSync  # noqa: E402  (README edit)
@@ -144,9 +145,8 @@ def main():
     if accelerator.is_main_process:
         save_file({n: p.detach().contiguous() for n, p in transformer.named_parameters()}, out / "params.safetensors")
     accelerator.end_training()
-    if torch.distributed.is_initialized():  # before interpreter shutdown: a gloo rank can abort there
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    end_processes()

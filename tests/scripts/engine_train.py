@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from accelerate_train import JsonTracker  # noqa: E402
+from launch import end_processes  # noqa: E402
 from tiny_models import build, image_ids  # noqa: E402
 
 from layersync_hooks import LayerSync  # noqa: E402  (README edit)
@@ -150,9 +151,8 @@ def main():
     if accelerator.is_main_process:
         save_file({name: tensor.float().contiguous() for name, tensor in weights.items()}, out / "params.safetensors")
     accelerator.end_training()
-    if torch.distributed.is_initialized():  # before interpreter shutdown: a gloo rank can abort there
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    end_processes()

@@ -21,6 +21,9 @@ from layersync_hooks import LayerSync
 from layersync_hooks.commands.demo.data import ShapesData
 from layersync_hooks.commands.demo.train import DEFAULT_PRESET, build_model, flow_matching_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: launch
+from launch import end_processes  # noqa: E402
+
 
 def shard(model, mode):
     """Wrap every block, then the root; returns the model to train and how many block parameters are sharded."""
@@ -78,4 +81,4 @@ if __name__ == "__main__":
     dist.init_process_group("gloo")
     for mode in ("fsdp1", "fsdp2"):
         train(mode, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
-    dist.destroy_process_group()
+    end_processes()

@@ -9,6 +9,8 @@ training module (the comparison the tests make). It writes the LoRA weights (`lo
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 import accelerate
 import torch
@@ -25,6 +27,9 @@ from diffsynth.pipelines.wan_video import WanVideoPipeline
 from safetensors.torch import save_file
 
 from layersync_hooks import LayerSync
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: launch
+from launch import end_processes  # noqa: E402
 
 # head_dim = dim / num_heads must split into Wan's 3-D RoPE: 8 works (16 does not).
 DIT = dict(dim=16, in_dim=4, ffn_dim=32, out_dim=4, text_dim=8, freq_dim=16, eps=1e-6, patch_size=(1, 2, 2),
@@ -88,9 +93,8 @@ def main():
     if accelerator.is_main_process:
         lora = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         save_file(lora, os.path.join(args.output_path, "lora.safetensors"))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    end_processes()

@@ -25,7 +25,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from stand_in import LoRANetwork, Steps, TinyDataset, collate, noisy_inputs, save_network, tiny_dit
+from stand_in import (
+    LoRANetwork,
+    Steps,
+    TinyDataset,
+    collate,
+    end_processes,
+    noisy_inputs,
+    save_network,
+    tiny_dit,
+)
 from torch import nn
 
 from layersync_hooks import LayerSync  # README edit
@@ -185,9 +194,8 @@ def main():
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_network(accelerator.unwrap_model(network), out / "tiny.safetensors")
-    if torch.distributed.is_initialized():  # before interpreter shutdown: a gloo rank can abort there
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    end_processes()

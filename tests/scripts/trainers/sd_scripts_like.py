@@ -34,6 +34,7 @@ from stand_in import (
     Steps,
     TinyDataset,
     collate,
+    end_processes,
     flow_loss,
     noisy_inputs,
     save_network,
@@ -200,9 +201,8 @@ def main():
     if accelerator.is_main_process:
         save_network(accelerator.unwrap_model(network), out / "tiny.safetensors")
     accelerator.end_training()
-    if torch.distributed.is_initialized():  # before interpreter shutdown: a gloo rank can abort there
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    end_processes()

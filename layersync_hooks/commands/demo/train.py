@@ -339,10 +339,9 @@ def train(args, runs: dict[str, tuple[Path, bool]]) -> dict[str, dict[str, Any]]
                 run.step()
     names = tuple(run.name for run in demo_runs)
     summaries = {run.name: run.finish(interleaved_with=tuple(n for n in names if n != run.name)) for run in demo_runs}
-    launched = torch.distributed.is_available() and torch.distributed.is_initialized()
     for run in demo_runs:  # last: it also ends the process group, which every run's finish() still needs
         run.accelerator.end_training()
-    if launched:
+    if demo_runs[0].accelerator.num_processes > 1:
         # gloo's worker thread lets go of the last collective's tensors just after it completes; a rank whose
         # interpreter shuts down before then aborts (SIGABRT), as the group outlives end_training() in the model
         time.sleep(0.2)
